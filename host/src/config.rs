@@ -1,0 +1,329 @@
+//! Configuration: defaults that serve the chat with no file at all, and a TOML
+//! file (`roomhost serve --config FILE`) to add classes, routes and limits.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! data = "./data/roomhost.redb"
+//! durability = "immediate"          # or "none" (benchmarks/tests that say so)
+//! trust_forwarded_for = false       # use X-Forwarded-For as the client IP
+//!
+//! [classes.counter]
+//! component = "examples/counter.wasm"   # or "builtin:chat-room"
+//!
+//! [[routes]]                        # when present, replaces the default routes
+//! path = "/counter/{name}/*"        # {name} is the object name, * the rest
+//! object = "counter"
+//!
+//! [limits]
+//! max_frame_bytes = 1048576
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Whether a commit waits for the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// Every commit is fsynced before its output is released (the default).
+    #[default]
+    Immediate,
+    /// Commits are not fsynced: a crash may lose acknowledged writes. For
+    /// benchmarks and tests that say so.
+    None,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The redb database file. Default `./data/roomhost.redb`.
+    pub data: PathBuf,
+    /// Commit durability. Default `immediate`.
+    pub durability: Durability,
+    /// Trust the last `X-Forwarded-For` entry as the client IP (only behind a
+    /// proxy you run). Default false: the TCP peer address is the client IP.
+    pub trust_forwarded_for: bool,
+    /// Limits a hostile guest or client could otherwise exhaust.
+    pub limits: Limits,
+    /// Classes: name → component. The built-in `chat-room` and `rate-limiter`
+    /// are always present unless overridden.
+    pub classes: BTreeMap<String, ClassConfig>,
+    /// HTTP routes, matched in order. Default: the chat (see [`default_routes`]).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Limits. Each says what a hostile guest or client could exhaust without it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message a client may send (bytes); larger closes the
+    /// socket with 1009. Without it a client could make the host buffer anything.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body (bytes); larger gets 413.
+    pub max_request_body_bytes: usize,
+    /// Bytes queued for one socket that the client has not read yet; past it the
+    /// socket is closed with 1008 so a slow reader cannot grow host memory.
+    pub socket_send_queue_bytes: usize,
+    /// Linear memory one instance may grow to (bytes).
+    pub max_instance_memory_bytes: usize,
+    /// Wall-clock time one event may spend running guest code (ms); past it the
+    /// guest traps. Stops runaway loops.
+    pub max_event_cpu_ms: u64,
+    /// How long `objects.call` waits for the callee (ms).
+    pub call_timeout_ms: u64,
+    /// Events queued for one object before senders wait (backpressure).
+    pub mailbox_capacity: usize,
+    /// Events one object runs before committing them together.
+    pub max_batch_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_bytes: 1 << 20,
+            max_request_body_bytes: 1 << 20,
+            socket_send_queue_bytes: 4 << 20,
+            max_instance_memory_bytes: 64 << 20,
+            max_event_cpu_ms: 5_000,
+            call_timeout_ms: 10_000,
+            mailbox_capacity: 1024,
+            max_batch_events: 256,
+        }
+    }
+}
+
+/// One class: which component implements it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// `builtin:NAME` for a component embedded in the binary, else a path to a
+    /// `.wasm` component file (relative to the working directory).
+    pub component: String,
+}
+
+/// One HTTP route. Exactly one of `object`, `unique_id`, `page` is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A path pattern: literal segments, `{name}` (the object name, one
+    /// segment, percent-decoded) and a final `*` that matches any rest.
+    pub path: String,
+    /// Only this method (e.g. `POST`); any method when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Route to an object of this class, named by `{name}`.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Mint a fresh unique object name for this class and return it as text.
+    #[serde(default)]
+    pub unique_id: Option<String>,
+    /// Serve a built-in page (`chat`).
+    #[serde(default)]
+    pub page: Option<String>,
+    /// Names longer than this many characters are refused with 404, unless they
+    /// are a minted 64-hex unique id (the edge-chat-demo rule, 32 for rooms).
+    #[serde(default)]
+    pub max_name_chars: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let mut classes = BTreeMap::new();
+        for name in crate::components::BUILTIN_NAMES {
+            classes.insert(
+                name.to_string(),
+                ClassConfig {
+                    component: format!("builtin:{name}"),
+                },
+            );
+        }
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: PathBuf::from("data/roomhost.redb"),
+            durability: Durability::Immediate,
+            trust_forwarded_for: false,
+            limits: Limits::default(),
+            classes,
+            routes: default_routes(),
+        }
+    }
+}
+
+/// The chat: `GET /` the page, `POST /api/room` a private room id, and
+/// `/api/room/{name}/...` into object `(chat-room, name)`.
+pub fn default_routes() -> Vec<RouteConfig> {
+    let route = |path: &str| RouteConfig {
+        path: path.into(),
+        method: None,
+        object: None,
+        unique_id: None,
+        page: None,
+        max_name_chars: None,
+    };
+    vec![
+        RouteConfig {
+            method: Some("GET".into()),
+            page: Some("chat".into()),
+            ..route("/")
+        },
+        RouteConfig {
+            method: Some("POST".into()),
+            unique_id: Some("chat-room".into()),
+            ..route("/api/room")
+        },
+        RouteConfig {
+            object: Some("chat-room".into()),
+            max_name_chars: Some(32),
+            ..route("/api/room/{name}/*")
+        },
+    ]
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults: classes are added to the built-in
+    /// ones, `routes` (when given) replace the default routes.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text over the defaults (see [`Config::from_file`]).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let parsed: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        let mut config = parsed;
+        let defaults = Config::default();
+        for (name, class) in defaults.classes {
+            config.classes.entry(name).or_insert(class);
+        }
+        if config.routes.is_empty() {
+            config.routes = defaults.routes;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks cross-references and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for name in self.classes.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "class name {name:?}: use letters, digits, '-' and '_'"
+                )));
+            }
+        }
+        for route in &self.routes {
+            let targets = [&route.object, &route.unique_id, &route.page]
+                .iter()
+                .filter(|t| t.is_some())
+                .count();
+            if targets != 1 {
+                return Err(ConfigError::Invalid(format!(
+                    "route {:?}: set exactly one of object, unique_id, page",
+                    route.path
+                )));
+            }
+            for class in [&route.object, &route.unique_id].into_iter().flatten() {
+                if !self.classes.contains_key(class) {
+                    return Err(ConfigError::Invalid(format!(
+                        "route {:?}: no class named {class:?}",
+                        route.path
+                    )));
+                }
+            }
+            if route.object.is_some() && !route.path.contains("{name}") {
+                return Err(ConfigError::Invalid(format!(
+                    "route {:?}: an object route needs a {{name}} segment",
+                    route.path
+                )));
+            }
+            if let Some(page) = &route.page
+                && page != "chat"
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "route {:?}: no built-in page {page:?} (have: chat)",
+                    route.path
+                )));
+            }
+        }
+        let l = &self.limits;
+        if l.mailbox_capacity == 0 || l.max_batch_events == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.mailbox_capacity and limits.max_batch_events must be > 0".into(),
+            ));
+        }
+        if l.max_frame_bytes < 125 || l.socket_send_queue_bytes < l.max_frame_bytes.min(1 << 16) {
+            return Err(ConfigError::Invalid(
+                "limits.max_frame_bytes must be ≥ 125 and limits.socket_send_queue_bytes ≥ 64 KiB"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_the_chat() {
+        let c = Config::default();
+        c.validate().expect("default config is valid");
+        assert!(c.classes.contains_key("chat-room"));
+        assert!(c.classes.contains_key("rate-limiter"));
+        assert_eq!(c.routes.len(), 3);
+    }
+
+    #[test]
+    fn file_adds_classes_and_replaces_routes() {
+        let c = Config::from_toml(
+            r#"
+            durability = "none"
+            [classes.probe]
+            component = "probe.wasm"
+            [[routes]]
+            path = "/probe/{name}/*"
+            object = "probe"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.durability, Durability::None);
+        assert!(c.classes.contains_key("chat-room"));
+        assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn bad_files_get_clear_errors() {
+        let e = Config::from_toml("listen = 5").expect_err("type error");
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = Config::from_toml("[[routes]]\npath = \"/x/{name}\"\nobject = \"nope\"")
+            .expect_err("unknown class");
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = Config::from_toml("bogus = 1").expect_err("unknown field");
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Errors: one narrow type per capability, all converting into the crate's
+//! [`Error`]. Each carries enough context to act on (which file, which class,
+//! which object); HTTP handlers map them to generic responses so that internals
+//! never leak to clients.
+
+use std::path::PathBuf;
+
+use crate::ids::ObjectId;
+
+/// The umbrella error of the roomhost crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration could not be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A component could not be loaded, compiled or linked.
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+    /// An event could not be delivered to, or handled by, an object.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// A network operation failed (binding the listener, accepting).
+    #[error("{context}: {source}")]
+    Io {
+        /// What the host was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reading or validating the configuration failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for the config schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range or refers to something that does not exist.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The embedded database failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database file could not be opened or created.
+    #[error("cannot open database {path}: {message}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        message: String,
+    },
+    /// A read failed.
+    #[error("database read failed: {0}")]
+    Read(String),
+    /// A commit failed; the writes of every event in the batch were discarded.
+    #[error("database commit failed: {0}")]
+    Commit(String),
+    /// The committer has stopped (the host is shutting down).
+    #[error("the committer has stopped")]
+    CommitterStopped,
+}
+
+/// A component could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ComponentError {
+    /// The engine could not be configured.
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+    /// The component file could not be read.
+    #[error("class {class}: cannot read component {path}: {source}")]
+    Read {
+        /// The class.
+        class: String,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid component, or do not target the roomhost:object
+    /// world (missing exports, imports the host does not offer).
+    #[error("class {class}: invalid component: {message}")]
+    Invalid {
+        /// The class.
+        class: String,
+        /// What wasmtime said.
+        message: String,
+    },
+    /// No built-in component has this name.
+    #[error("class {class}: no built-in component named {name:?}")]
+    UnknownBuiltin {
+        /// The class.
+        class: String,
+        /// The name after `builtin:`.
+        name: String,
+    },
+}
+
+/// Delivering or running one event failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// No class of this name is configured.
+    #[error("no such class: {0}")]
+    NoSuchClass(String),
+    /// The object name is not valid.
+    #[error("invalid object name: {0}")]
+    InvalidName(String),
+    /// The instance could not be created (instantiation or `init` failed).
+    #[error("object {object}: cannot start instance: {message}")]
+    Instantiate {
+        /// The object.
+        object: ObjectId,
+        /// What went wrong.
+        message: String,
+    },
+    /// The guest trapped (panicked, ran out of time or memory); its writes were
+    /// rolled back and its instance dropped.
+    #[error("object {object}: guest trapped: {message}")]
+    Trap {
+        /// The object.
+        object: ObjectId,
+        /// The trap message.
+        message: String,
+    },
+    /// The event's writes could not be committed; its output was dropped.
+    #[error("object {object}: commit failed: {message}")]
+    Commit {
+        /// The object.
+        object: ObjectId,
+        /// What went wrong.
+        message: String,
+    },
+    /// The object's mailbox is gone (the host is shutting down).
+    #[error("object {0}: unavailable (host shutting down)")]
+    Unavailable(ObjectId),
+    /// The call would wait on an object already waiting in this call chain.
+    #[error("call cycle through object {0}")]
+    Cycle(ObjectId),
+    /// The callee did not answer in time.
+    #[error("object {0}: call timed out")]
+    Timeout(ObjectId),
+}
+
+/// A shorthand for results with the crate error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

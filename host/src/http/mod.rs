@@ -1,0 +1,253 @@
+//! HTTP: the hyper service. Routes come from the config ([`router`]); object
+//! routes become `Request` events, WebSocket upgrades are handed to the object
+//! and, once it accepts, owned by the host ([`crate::sockets`]).
+//!
+//! Errors never leak internals: clients get a short status text, details go to
+//! the log.
+
+pub mod router;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode};
+use tokio::sync::oneshot;
+
+use crate::bindings::{Reply, Request, Response};
+use crate::error::EventError;
+use crate::ids::{ObjectId, is_unique_id, unique_id};
+use crate::objects::{Event, Runtime};
+use crate::sockets::SocketConn;
+use router::{Match, Router, Target};
+
+/// The chat page, served at `/` by default.
+pub const CHAT_PAGE: &str = include_str!("chat.html");
+
+type Resp = HttpResponse<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = HttpResponse::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Serves one request.
+pub async fn handle(
+    rt: Arc<Runtime>,
+    router: Arc<Router>,
+    peer: SocketAddr,
+    req: HttpRequest<Incoming>,
+) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_string();
+    let target = match router.find(req.method().as_str(), &path) {
+        Match::Found(t, name) => (t.clone(), name),
+        Match::WrongMethod => {
+            return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
+        }
+        Match::NotFound => return Ok(text(StatusCode::NOT_FOUND, "not found")),
+    };
+    Ok(match target {
+        (Target::Page(_), _) => {
+            let mut r = text(StatusCode::OK, CHAT_PAGE);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        (Target::UniqueId(_), _) => text(StatusCode::OK, unique_id()),
+        (
+            Target::Object {
+                class,
+                max_name_chars,
+            },
+            Some(name),
+        ) => {
+            if max_name_chars.is_some_and(|max| name.chars().count() > max) && !is_unique_id(&name)
+            {
+                return Ok(text(StatusCode::NOT_FOUND, "Name too long"));
+            }
+            if let Err(e) = crate::ids::validate_name(&name) {
+                return Ok(text(StatusCode::NOT_FOUND, e));
+            }
+            to_object(rt, ObjectId::new(class, name), peer, req).await
+        }
+        (Target::Object { .. }, None) => text(StatusCode::NOT_FOUND, "not found"),
+    })
+}
+
+/// The client's IP: the TCP peer, or the last `X-Forwarded-For` entry when the
+/// config trusts the proxy in front.
+fn client_ip(rt: &Runtime, peer: SocketAddr, req: &HttpRequest<Incoming>) -> String {
+    if rt.config.trust_forwarded_for
+        && let Some(ip) = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|s| s.parse::<std::net::IpAddr>().is_ok())
+    {
+        return ip.to_string();
+    }
+    peer.ip().to_string()
+}
+
+async fn to_object(
+    rt: Arc<Runtime>,
+    id: ObjectId,
+    peer: SocketAddr,
+    mut req: HttpRequest<Incoming>,
+) -> Resp {
+    let client_ip = client_ip(&rt, peer, &req);
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+
+    let upgrade = if fastwebsockets::upgrade::is_upgrade_request(&req) {
+        match fastwebsockets::upgrade::upgrade(&mut req) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad WebSocket handshake: {e}"),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let body = if upgrade.is_some() {
+        Vec::new()
+    } else {
+        match Limited::new(req.into_body(), rt.config.limits.max_request_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        }
+    };
+    let conn = upgrade.as_ref().map(|_| {
+        SocketConn::new(
+            rt.next_socket_id(),
+            rt.config.limits.socket_send_queue_bytes,
+        )
+    });
+    let request = Request {
+        method,
+        path,
+        query,
+        headers,
+        body,
+        client_ip,
+        websocket: conn.as_ref().map(|c| c.id()),
+    };
+    let (reply, wait) = oneshot::channel();
+    let event = Event::Request {
+        request,
+        socket: conn.clone(),
+        reply,
+    };
+    if let Err(e) = rt.send(&id, event).await {
+        return event_error(&id, e);
+    }
+    let reply = match wait.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return event_error(&id, e),
+        Err(_) => return event_error(&id, EventError::Unavailable(id.clone())),
+    };
+    match (reply, upgrade, conn) {
+        (Reply::Response(r), _, _) => guest_response(&id, r),
+        (Reply::AcceptWebsocket(_), Some((response, fut)), Some(conn)) => {
+            let handle = match rt.handle(&id) {
+                Ok(h) => h,
+                Err(e) => return event_error(&id, e),
+            };
+            let max_frame = rt.config.limits.max_frame_bytes;
+            rt.tasks.spawn(async move {
+                match fut.await {
+                    Ok(ws) => {
+                        let upgraded = ws.into_inner().into_inner();
+                        crate::sockets::conn::run(conn, upgraded, handle, max_frame).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                        conn.end();
+                        handle
+                            .send(Event::SocketClosed {
+                                id: conn.id(),
+                                code: 1006,
+                                reason: "upgrade failed".into(),
+                            })
+                            .await;
+                    }
+                }
+            });
+            let (parts, _) = response.into_parts();
+            HttpResponse::from_parts(parts, Full::new(Bytes::new()))
+        }
+        (Reply::AcceptWebsocket(_), _, _) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, "object error")
+        }
+    }
+}
+
+fn event_error(id: &ObjectId, e: EventError) -> Resp {
+    match &e {
+        EventError::NoSuchClass(_) | EventError::InvalidName(_) => {
+            text(StatusCode::NOT_FOUND, "not found")
+        }
+        EventError::Unavailable(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        EventError::Timeout(_) => text(StatusCode::GATEWAY_TIMEOUT, "object timed out"),
+        _ => {
+            tracing::warn!(object = %id, error = %e, "request failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "object error")
+        }
+    }
+}
+
+fn guest_response(id: &ObjectId, r: Response) -> Resp {
+    let mut out = HttpResponse::new(Full::new(Bytes::from(r.body)));
+    *out.status_mut() = match StatusCode::from_u16(r.status) {
+        Ok(s) => s,
+        Err(_) => {
+            tracing::warn!(object = %id, status = r.status, "guest returned an invalid status");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "object error");
+        }
+    };
+    for (name, value) in r.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                out.headers_mut().append(n, v);
+            }
+            _ => {
+                tracing::warn!(object = %id, header = %name, "guest returned an invalid header; dropped")
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! The server: opens the database, loads the components, starts the committer,
+//! accepts connections until the shutdown future resolves, then drains.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::components::Components;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::router::Router;
+use crate::metrics::Metrics;
+use crate::objects::Runtime;
+use crate::storage::Db;
+use crate::storage::committer::{Committer, CommitterThread};
+
+/// How long shutdown waits for connections and objects to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A configured host, ready to serve.
+pub struct Server {
+    rt: Arc<Runtime>,
+    router: Arc<Router>,
+    committer: CommitterThread,
+}
+
+impl Server {
+    /// Opens the database, compiles and links every class, starts the committer.
+    pub fn new(config: Config) -> Result<Server> {
+        config.validate()?;
+        let router = Router::new(&config.routes)?;
+        let metrics = Arc::new(Metrics::default());
+        let db = Db::open(&config.data)?;
+        let components = Components::load(&config)?;
+        let (committer, thread) = Committer::start(db.clone(), config.durability, metrics.clone())
+            .map_err(|source| Error::Io {
+                context: "cannot start the committer thread".into(),
+                source,
+            })?;
+        let rt = Runtime::new(config, components, db, committer, metrics);
+        Ok(Server {
+            rt,
+            router: Arc::new(router),
+            committer: thread,
+        })
+    }
+
+    /// The host's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.rt.metrics.clone()
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves; then closes
+    /// every socket (1001), waits for in-flight events and the last commit.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let Server {
+            rt,
+            router,
+            committer,
+        } = self;
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let (rt2, router2) = (rt.clone(), router.clone());
+            let service =
+                service_fn(move |req| crate::http::handle(rt2.clone(), router2.clone(), peer, req));
+            let stop = rt.shutdown.clone();
+            rt.tasks.spawn(async move {
+                let conn = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                tokio::select! {
+                    r = conn => if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    },
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: closing sockets and draining objects");
+        rt.shutdown.cancel();
+        rt.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, rt.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period passed with tasks still running");
+        }
+        // The committer stops when the last handle (inside the runtime) is gone.
+        match Arc::try_unwrap(rt) {
+            Ok(rt) => {
+                drop(rt);
+                let _ = tokio::task::spawn_blocking(move || committer.join()).await;
+            }
+            Err(_) => tracing::warn!(
+                "runtime still referenced after shutdown; not waiting for the committer"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Runs a host on `listener` with `config` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    Server::new(config)?.serve(listener, shutdown).await
+}

@@ -1,0 +1,121 @@
+//! Group commit: one thread takes the write sets of every batch that finished
+//! since the last commit — across all objects — and commits them in one redb
+//! write transaction, with one fsync. Each requester learns when its writes are
+//! durable (or that the commit failed) and only then releases its output.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::config::Durability;
+use crate::error::StorageError;
+use crate::ids::ObjectId;
+use crate::metrics::Metrics;
+use crate::storage::schema::KV;
+use crate::storage::{Db, WriteSet};
+
+struct Request {
+    id: ObjectId,
+    writes: WriteSet,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// A cheap handle to the committer thread.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Joins the committer thread when the last [`Committer`] is dropped.
+pub struct CommitterThread(Option<std::thread::JoinHandle<()>>);
+
+impl CommitterThread {
+    /// Waits for the thread to finish its last commit.
+    pub fn join(mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Committer {
+    /// Starts the committer thread.
+    pub fn start(
+        db: Db,
+        durability: Durability,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Committer, CommitterThread)> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let thread = std::thread::Builder::new()
+            .name("roomhost-committer".into())
+            .spawn(move || run(db, durability, metrics, rx))?;
+        Ok((Committer { tx }, CommitterThread(Some(thread))))
+    }
+
+    /// Commits one object's writes; resolves when they are durable.
+    pub async fn commit(&self, id: ObjectId, writes: WriteSet) -> Result<(), StorageError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request { id, writes, done })
+            .map_err(|_| StorageError::CommitterStopped)?;
+        wait.await.map_err(|_| StorageError::CommitterStopped)?
+    }
+}
+
+fn run(db: Db, durability: Durability, metrics: Arc<Metrics>, rx: mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let started = Instant::now();
+        let result = commit_batch(&db, durability, &batch);
+        metrics.record_commit(batch.len(), started.elapsed());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, objects = batch.len(), "group commit failed");
+        }
+        for req in batch {
+            let _ = req.done.send(result.clone());
+        }
+    }
+}
+
+fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<(), StorageError> {
+    let err = |e: &dyn std::fmt::Display| StorageError::Commit(e.to_string());
+    let mut txn = db.database().begin_write().map_err(|e| err(&e))?;
+    txn.set_durability(match durability {
+        Durability::Immediate => redb::Durability::Immediate,
+        Durability::None => redb::Durability::None,
+    })
+    .map_err(|e| err(&e))?;
+    {
+        let mut table = txn.open_table(KV).map_err(|e| err(&e))?;
+        for req in batch {
+            let (c, n) = (req.id.class.as_str(), req.id.name.as_str());
+            if req.writes.clear {
+                let next_name = format!("{n}\0");
+                table
+                    .retain_in::<(&str, &str, &[u8]), _>(
+                        (c, n, &b""[..])..(c, next_name.as_str(), &b""[..]),
+                        |_, _| false,
+                    )
+                    .map_err(|e| err(&e))?;
+            }
+            for (key, value) in &req.writes.entries {
+                match value {
+                    Some(v) => {
+                        table
+                            .insert((c, n, key.as_slice()), v.as_slice())
+                            .map_err(|e| err(&e))?;
+                    }
+                    None => {
+                        table.remove((c, n, key.as_slice())).map_err(|e| err(&e))?;
+                    }
+                }
+            }
+        }
+    }
+    txn.commit().map_err(|e| err(&e))
+}

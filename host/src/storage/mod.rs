@@ -1,0 +1,398 @@
+//! Storage: one redb file, each object sees only its own keys, every event is a
+//! transaction.
+//!
+//! - [`Db`] owns the redb [`redb::Database`] and reads committed data.
+//! - [`ObjectStorage`] is one object's view: the current event's write set over
+//!   the writes of earlier events of the same batch (not yet durable) over the
+//!   committed data. A trap discards the event's write set only.
+//! - [`committer`] takes the write sets of many objects and commits them in one
+//!   redb write transaction with one fsync (group commit).
+//!
+//! Limits are the Durable Objects ones: keys ≤ 2 KiB, values ≤ 128 KiB, ≤ 128
+//! keys per batch call.
+
+pub mod committer;
+mod host;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase};
+
+use crate::error::StorageError;
+use crate::ids::ObjectId;
+use schema::KV;
+
+/// The largest key, in bytes. A guest could otherwise store unbounded keys.
+pub const MAX_KEY_BYTES: usize = 2048;
+/// The largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 128 * 1024;
+/// The most keys in one `get-many` / `put-many` / `delete-many`.
+pub const MAX_KEYS_PER_CALL: usize = 128;
+
+/// Key-value entries as returned by `list`.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The database, shared by every object.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Database>,
+}
+
+impl Db {
+    /// Opens (or creates) the database file, creating its parent directory.
+    pub fn open(path: &Path) -> Result<Db, StorageError> {
+        let open_err = |message: String| StorageError::Open {
+            path: path.to_owned(),
+            message,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let db = Database::create(path).map_err(|e| open_err(e.to_string()))?;
+        // Make sure the tables exist so that readers never see "no such table".
+        let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+        txn.open_table(KV).map_err(|e| open_err(e.to_string()))?;
+        txn.commit().map_err(|e| open_err(e.to_string()))?;
+        Ok(Db {
+            inner: Arc::new(db),
+        })
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.inner
+    }
+
+    fn get(&self, id: &ObjectId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(KV).map_err(|e| read(&e))?;
+        let value = table
+            .get((id.class.as_str(), id.name.as_str(), key))
+            .map_err(|e| read(&e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Committed entries of one object with keys in `[lo, hi)` order, in the
+    /// requested direction, at most `limit` (the caller over-fetches to make up
+    /// for entries the overlay hides).
+    fn scan(
+        &self,
+        id: &ObjectId,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        reverse: bool,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(KV).map_err(|e| read(&e))?;
+        let (c, n) = (id.class.as_str(), id.name.as_str());
+        // The name just past this object's: no name sorts between `n` and `n\0`.
+        let next_name = format!("{n}\0");
+        let lo = match lo {
+            Bound::Included(k) => Bound::Included((c, n, k)),
+            Bound::Excluded(k) => Bound::Excluded((c, n, k)),
+            Bound::Unbounded => Bound::Included((c, n, &b""[..])),
+        };
+        let hi = match hi {
+            Bound::Included(k) => Bound::Included((c, n, k)),
+            Bound::Excluded(k) => Bound::Excluded((c, n, k)),
+            Bound::Unbounded => Bound::Excluded((c, next_name.as_str(), &b""[..])),
+        };
+        let range = table
+            .range::<(&str, &str, &[u8])>((lo, hi))
+            .map_err(|e| read(&e))?;
+        type Row<'a> = (
+            redb::AccessGuard<'a, (&'static str, &'static str, &'static [u8])>,
+            redb::AccessGuard<'a, &'static [u8]>,
+        );
+        let mut step = |entry: Result<Row<'_>, redb::StorageError>| -> Result<bool, StorageError> {
+            let (k, v) = entry.map_err(|e| read(&e))?;
+            let (_, _, key) = k.value();
+            Ok(visit(key, v.value()))
+        };
+        if reverse {
+            for entry in range.rev() {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in range {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writes of one event (or of a batch of events): a map of key → new value
+/// (`None` deletes), after an optional "delete everything".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteSet {
+    /// `delete-all` ran: every committed key is gone before `entries` apply.
+    pub clear: bool,
+    /// Key → value, or `None` for a delete.
+    pub entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl WriteSet {
+    /// True when applying it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.clear && self.entries.is_empty()
+    }
+
+    /// Applies `later` on top of `self`.
+    fn absorb(&mut self, later: WriteSet) {
+        if later.clear {
+            self.clear = true;
+            self.entries.clear();
+        }
+        self.entries.extend(later.entries);
+    }
+
+    /// What this layer says about `key`: `Some(Some(v))` set, `Some(None)`
+    /// deleted (or cleared), `None` look further down.
+    fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        match self.entries.get(key) {
+            Some(v) => Some(v.as_deref()),
+            None if self.clear => Some(None),
+            None => None,
+        }
+    }
+}
+
+/// What `list` selects.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// Only keys with this prefix.
+    pub prefix: Option<Vec<u8>>,
+    /// Only keys ≥ start.
+    pub start: Option<Vec<u8>>,
+    /// Only keys > start_after (wins over `start`).
+    pub start_after: Option<Vec<u8>>,
+    /// Only keys < end.
+    pub end: Option<Vec<u8>>,
+    /// At most this many.
+    pub limit: Option<usize>,
+    /// Descending.
+    pub reverse: bool,
+}
+
+/// One object's storage during events: event writes over batch writes over the
+/// database.
+pub struct ObjectStorage {
+    db: Db,
+    id: ObjectId,
+    /// Writes of earlier events of the current batch, not yet durable.
+    batch: WriteSet,
+    /// Writes of the running event.
+    event: WriteSet,
+}
+
+impl ObjectStorage {
+    /// A view of `id`'s keys.
+    pub fn new(db: Db, id: ObjectId) -> ObjectStorage {
+        ObjectStorage {
+            db,
+            id,
+            batch: WriteSet::default(),
+            event: WriteSet::default(),
+        }
+    }
+
+    /// Ends the running event: its writes join the batch (`keep`) or are
+    /// discarded (the guest trapped).
+    pub fn end_event(&mut self, keep: bool) {
+        let event = std::mem::take(&mut self.event);
+        if keep {
+            self.batch.absorb(event);
+        }
+    }
+
+    /// Takes the batch's writes for commit.
+    pub fn take_batch(&mut self) -> WriteSet {
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Reads a key: the event's writes, then the batch's, then the database.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(v) = self.event.lookup(key) {
+            return Ok(v.map(<[u8]>::to_vec));
+        }
+        if let Some(v) = self.batch.lookup(key) {
+            return Ok(v.map(<[u8]>::to_vec));
+        }
+        self.db.get(&self.id, key)
+    }
+
+    /// Buffers a write in the event's write set.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.event.entries.insert(key, Some(value));
+    }
+
+    /// Buffers a delete; returns whether the key existed.
+    pub fn delete(&mut self, key: Vec<u8>) -> Result<bool, StorageError> {
+        let existed = self.get(&key)?.is_some();
+        self.event.entries.insert(key, None);
+        Ok(existed)
+    }
+
+    /// Buffers the deletion of every key.
+    pub fn delete_all(&mut self) {
+        self.event.clear = true;
+        self.event.entries.clear();
+    }
+
+    /// Lists entries in key order (or reverse), merging the layers.
+    pub fn list(&self, q: &ListQuery) -> Result<Entries, StorageError> {
+        let (lo, hi) = q.bounds();
+        let limit = q.limit.unwrap_or(usize::MAX);
+        if limit == 0 || lo.is_empty_with(&hi) {
+            return Ok(Vec::new());
+        }
+        let in_range =
+            |k: &[u8]| lo.admits_from_below(k) && hi.as_ref().is_none_or(|h| k < h.as_slice());
+        // The overlay: batch writes under event writes, restricted to the range.
+        let mut overlay: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        for layer in [&self.batch, &self.event] {
+            if layer.clear {
+                overlay.clear();
+            }
+            for (k, v) in &layer.entries {
+                if in_range(k) {
+                    overlay.insert(k.as_slice(), v.as_deref());
+                }
+            }
+        }
+        // A stack whose top is the next overlay entry in iteration order.
+        let mut pending: Vec<(&[u8], Option<&[u8]>)> = overlay.into_iter().collect();
+        if !q.reverse {
+            pending.reverse();
+        }
+        let comes_before = |a: &[u8], b: &[u8]| if q.reverse { a > b } else { a < b };
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let emit = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, k: &[u8], v: Option<&[u8]>| {
+            if let (Some(v), true) = (v, out.len() < limit) {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        };
+        if !(self.batch.clear || self.event.clear) {
+            let lo_bound = match &lo {
+                Lower::Unbounded => Bound::Unbounded,
+                Lower::Included(k) => Bound::Included(k.as_slice()),
+                Lower::Excluded(k) => Bound::Excluded(k.as_slice()),
+            };
+            let hi_bound = match &hi {
+                Some(h) => Bound::Excluded(h.as_slice()),
+                None => Bound::Unbounded,
+            };
+            self.db
+                .scan(&self.id, lo_bound, hi_bound, q.reverse, |k, v| {
+                    // Overlay entries that come first, then this key unless shadowed.
+                    let mut shadowed = false;
+                    while let Some(&(ok, ov)) = pending.last() {
+                        if comes_before(ok, k) {
+                            pending.pop();
+                            emit(&mut out, ok, ov);
+                        } else {
+                            if ok == k {
+                                pending.pop();
+                                emit(&mut out, ok, ov);
+                                shadowed = true;
+                            }
+                            break;
+                        }
+                    }
+                    if !shadowed {
+                        emit(&mut out, k, Some(v));
+                    }
+                    out.len() < limit
+                })?;
+        }
+        while let Some((k, v)) = pending.pop() {
+            if out.len() >= limit {
+                break;
+            }
+            emit(&mut out, k, v);
+        }
+        Ok(out)
+    }
+}
+
+/// The lower bound of a list range.
+#[derive(Clone, Debug, PartialEq)]
+enum Lower {
+    Unbounded,
+    Included(Vec<u8>),
+    Excluded(Vec<u8>),
+}
+
+impl Lower {
+    fn admits_from_below(&self, k: &[u8]) -> bool {
+        match self {
+            Lower::Unbounded => true,
+            Lower::Included(l) => k >= l.as_slice(),
+            Lower::Excluded(l) => k > l.as_slice(),
+        }
+    }
+
+    /// True when no key lies between this bound and the exclusive upper `hi`.
+    fn is_empty_with(&self, hi: &Option<Vec<u8>>) -> bool {
+        match (self, hi) {
+            (Lower::Included(l) | Lower::Excluded(l), Some(h)) => l >= h,
+            _ => false,
+        }
+    }
+}
+
+impl ListQuery {
+    /// The key range `[lower, upper)` that start, start-after, end and prefix
+    /// select together.
+    fn bounds(&self) -> (Lower, Option<Vec<u8>>) {
+        let mut lo = match (&self.start_after, &self.start) {
+            (Some(s), _) => Lower::Excluded(s.clone()),
+            (None, Some(s)) => Lower::Included(s.clone()),
+            (None, None) => Lower::Unbounded,
+        };
+        let mut hi = self.end.clone();
+        if let Some(p) = &self.prefix {
+            if !lo.admits_from_below(p) {
+                // The bound is inside or past the prefix: it stays.
+            } else {
+                lo = Lower::Included(p.clone());
+            }
+            if let Some(succ) = prefix_successor(p) {
+                hi = Some(match hi {
+                    Some(h) if h < succ => h,
+                    _ => succ,
+                });
+            }
+        }
+        (lo, hi)
+    }
+}
+
+/// The smallest byte string greater than every string that starts with
+/// `prefix`, or `None` when there is none (prefix empty or all 0xFF).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

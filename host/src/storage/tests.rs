@@ -1,0 +1,151 @@
+//! Storage against a model: random operation sequences on [`ObjectStorage`]
+//! (with events that commit, trap, and batches that commit) are checked against
+//! a `BTreeMap`, on a real redb file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Durability;
+use crate::metrics::Metrics;
+use committer::Committer;
+
+/// A small deterministic PRNG (xorshift) so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn key(rng: &mut Rng) -> Vec<u8> {
+    let prefixes = ["a", "ab", "b", "msg:", "z"];
+    let p = prefixes[rng.below(prefixes.len() as u64) as usize];
+    format!("{p}{}", rng.below(12)).into_bytes()
+}
+
+fn model_list(model: &BTreeMap<Vec<u8>, Vec<u8>>, q: &ListQuery) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut v: Vec<_> = model
+        .iter()
+        .filter(|(k, _)| q.prefix.as_ref().is_none_or(|p| k.starts_with(p)))
+        .filter(|(k, _)| match (&q.start_after, &q.start) {
+            (Some(s), _) => k.as_slice() > s.as_slice(),
+            (None, Some(s)) => k.as_slice() >= s.as_slice(),
+            _ => true,
+        })
+        .filter(|(k, _)| q.end.as_ref().is_none_or(|e| k.as_slice() < e.as_slice()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if q.reverse {
+        v.reverse();
+    }
+    v.truncate(q.limit.unwrap_or(usize::MAX));
+    v
+}
+
+fn random_query(rng: &mut Rng) -> ListQuery {
+    let opt = |rng: &mut Rng| (rng.below(3) == 0).then(|| key(rng));
+    ListQuery {
+        prefix: (rng.below(3) == 0)
+            .then(|| [&b"a"[..], b"ab", b"msg:", b"q"][rng.below(4) as usize].to_vec()),
+        start: opt(rng),
+        start_after: (rng.below(5) == 0).then(|| key(rng)),
+        end: opt(rng),
+        limit: (rng.below(2) == 0).then(|| rng.below(6) as usize),
+        reverse: rng.below(2) == 0,
+    }
+}
+
+#[tokio::test]
+async fn storage_matches_a_model_across_events_traps_and_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("model.redb")).expect("open");
+    let (committer, _thread) =
+        Committer::start(db.clone(), Durability::None, Arc::new(Metrics::default()))
+            .expect("start");
+    let id = ObjectId::new("test", "model");
+    // A neighbour object whose keys must never show up.
+    let other = ObjectId::new("test", "model\u{1}");
+    let mut neighbour = ObjectStorage::new(db.clone(), other.clone());
+    neighbour.put(b"a1".to_vec(), b"other".to_vec());
+    neighbour.end_event(true);
+    committer
+        .commit(other, neighbour.take_batch())
+        .await
+        .expect("commit");
+
+    let mut storage = ObjectStorage::new(db.clone(), id.clone());
+    let mut committed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut batch = committed.clone();
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed * 0x9E37_79B9_7F4A_7C15);
+        for _event in 0..6 {
+            let mut view = batch.clone();
+            for _op in 0..8 {
+                match rng.below(10) {
+                    0..=3 => {
+                        let (k, v) = (key(&mut rng), rng.next().to_le_bytes().to_vec());
+                        storage.put(k.clone(), v.clone());
+                        view.insert(k, v);
+                    }
+                    4 | 5 => {
+                        let k = key(&mut rng);
+                        let existed = storage.delete(k.clone()).expect("delete");
+                        assert_eq!(existed, view.remove(&k).is_some());
+                    }
+                    6 => {
+                        if rng.below(8) == 0 {
+                            storage.delete_all();
+                            view.clear();
+                        }
+                    }
+                    7 => {
+                        let k = key(&mut rng);
+                        assert_eq!(storage.get(&k).expect("get"), view.get(&k).cloned());
+                    }
+                    _ => {
+                        let q = random_query(&mut rng);
+                        assert_eq!(
+                            storage.list(&q).expect("list"),
+                            model_list(&view, &q),
+                            "{q:?}"
+                        );
+                    }
+                }
+            }
+            // Two in three events succeed; the rest trap and roll back.
+            let keep = rng.below(3) != 0;
+            storage.end_event(keep);
+            if keep {
+                batch = view;
+            }
+        }
+        if rng.below(2) == 0 {
+            committer
+                .commit(id.clone(), storage.take_batch())
+                .await
+                .expect("commit");
+            committed = batch.clone();
+            // A fresh view (as after a restart) sees exactly what was committed.
+            let fresh = ObjectStorage::new(db.clone(), id.clone());
+            assert_eq!(
+                fresh.list(&ListQuery::default()).expect("list"),
+                model_list(&committed, &ListQuery::default())
+            );
+        }
+    }
+    let _ = committed;
+}
+
+#[test]
+fn prefix_successor_bounds_the_prefix() {
+    assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+    assert_eq!(prefix_successor(&[b'a', 0xFF]), Some(b"b".to_vec()));
+    assert_eq!(prefix_successor(b""), None);
+}

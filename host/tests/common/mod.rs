@@ -1,0 +1,278 @@
+//! Test harness: a real host on 127.0.0.1:0 with a real redb file, and real
+//! WebSocket clients (tokio-tungstenite, an independent implementation).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use futures_util::{SinkExt, StreamExt};
+use roomhost::config::RouteConfig;
+use roomhost::metrics::{Metrics, MetricsSnapshot};
+use roomhost::{Config, Server};
+use serde_json::Value;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// How long a test waits for any single expected frame.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running host.
+pub struct TestHost {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub data: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<tokio::task::JoinHandle<roomhost::Result<()>>>,
+}
+
+/// A config for tests: data in `dir`, an ephemeral port, and the `probe` test
+/// guest routed at `/probe/{name}/*`.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data: dir.join("roomhost.redb"),
+        ..Config::default()
+    };
+    config.classes.insert(
+        "probe".into(),
+        roomhost::config::ClassConfig {
+            component: roomhost::guest_paths::wasm("probe").display().to_string(),
+        },
+    );
+    config.routes.push(RouteConfig {
+        path: "/probe/{name}/*".into(),
+        method: None,
+        object: Some("probe".into()),
+        unique_id: None,
+        page: None,
+        max_name_chars: None,
+    });
+    config
+}
+
+/// Starts a host with `config` on 127.0.0.1:0.
+pub async fn start_host(config: Config) -> TestHost {
+    let data = config.data.clone();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let server = Server::new(config).expect("host starts");
+    let metrics = server.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let join = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    TestHost {
+        addr,
+        metrics,
+        data,
+        stop: Some(stop),
+        join: Some(join),
+    }
+}
+
+impl TestHost {
+    /// Counters now.
+    pub fn stats(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// `http://127.0.0.1:port` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Shuts down gracefully and waits until the database is closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(join) = self.join.take() {
+            tokio::time::timeout(Duration::from_secs(30), join)
+                .await
+                .expect("host stops within 30 s")
+                .expect("host task")
+                .expect("host shut down cleanly");
+        }
+    }
+
+    /// Opens a WebSocket from 127.0.0.1.
+    pub async fn ws(&self, path: &str) -> Client {
+        self.ws_from(Ipv4Addr::LOCALHOST, path).await
+    }
+
+    /// Opens a WebSocket from a chosen loopback source address (all of
+    /// 127.0.0.0/8 is loopback), so that per-IP logic sees distinct clients.
+    pub async fn ws_from(&self, source: Ipv4Addr, path: &str) -> Client {
+        self.try_ws_from(source, path)
+            .await
+            .expect("WebSocket upgrade")
+    }
+
+    /// Like `ws_from` but returns the handshake error (e.g. a 404).
+    pub async fn try_ws_from(
+        &self,
+        source: Ipv4Addr,
+        path: &str,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .expect("bind source address");
+        let stream = socket.connect(self.addr).await.expect("connect");
+        let url = format!("ws://{}{}", self.addr, path);
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        Ok(Client { ws })
+    }
+
+    /// A plain HTTP request; returns (status, body).
+    pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        http_request(self.addr, method, path, body).await
+    }
+}
+
+/// A minimal HTTP/1.1 client over a real socket (one request per connection).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Bodies are small; hyper sends them with content-length (not chunked).
+    (status, body)
+}
+
+/// A WebSocket client.
+pub struct Client {
+    pub ws: WebSocketStream<TcpStream>,
+}
+
+impl Client {
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// The next data frame (text or binary), skipping pings.
+    pub async fn next(&mut self) -> Message {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("the socket is still open")
+                .expect("a valid frame");
+            match m {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn recv_text(&mut self) -> String {
+        match self.next().await {
+            Message::Text(t) => t.to_string(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Value {
+        let t = self.recv_text().await;
+        serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
+    }
+
+    /// Waits for the server's close frame; returns its code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close within the wait");
+            match m {
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return (u16::from(code), reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("expected close, got {other:?}"),
+                Some(Err(e)) => panic!("expected close, got error {e}"),
+                None => panic!("expected a close frame, the stream ended"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(m) = tokio::time::timeout(d, self.ws.next()).await {
+            panic!("expected no frame, got {m:?}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server answers the close.
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// Joins chat room `room` as `name` from `source`; returns the client and every
+/// frame it got up to and including `{"ready":true}`.
+pub async fn join_chat(
+    host: &TestHost,
+    source: Ipv4Addr,
+    room: &str,
+    name: &str,
+) -> (Client, Vec<Value>) {
+    let mut c = host
+        .ws_from(source, &format!("/api/room/{room}/websocket"))
+        .await;
+    c.send_json(serde_json::json!({ "name": name })).await;
+    let mut got = Vec::new();
+    loop {
+        let v = c.recv_json().await;
+        let ready = v.get("ready") == Some(&Value::Bool(true));
+        got.push(v);
+        if ready {
+            return (c, got);
+        }
+    }
+}
+
+/// The n-th loopback address 127.0.1.n (distinct client IPs).
+pub fn ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 1, n)
+}

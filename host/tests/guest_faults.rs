@@ -1,0 +1,237 @@
+//! Transactions, traps and isolation, driven through the `probe` test guest:
+//! a trapping event loses its writes and its output, its clients stay
+//! connected, and other objects never notice.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_rolls_back_the_events_writes_and_keeps_clients_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(test_config(dir.path())).await;
+    let mut a = host.ws("/probe/t1/ws").await;
+    let mut b = host.ws("/probe/t1/ws").await;
+    a.send_text("put:k=before").await;
+    assert_eq!(a.recv_text().await, "ok");
+
+    // The trapping event wrote `trapped` and sent `before-trap`: neither is
+    // ever observable.
+    a.send_text("trap").await;
+    a.send_text("get:trapped").await;
+    assert_eq!(
+        a.recv_text().await,
+        "none",
+        "the trapped write was rolled back"
+    );
+    a.send_text("get:k").await;
+    assert_eq!(a.recv_text().await, "before", "earlier writes are intact");
+    assert_eq!(host.stats().traps, 1);
+
+    // Both clients are still connected to the (fresh) instance.
+    a.send_text("inits").await;
+    assert_eq!(a.recv_text().await, "1", "a new instance after the trap");
+    assert_eq!(host.stats().instances_created, 2);
+    b.send_text("echo:still here").await;
+    assert_eq!(b.recv_text().await, "still here");
+    a.send_text("list").await;
+    assert_eq!(a.recv_text().await.split(',').count(), 2);
+
+    // Over HTTP: the trap answers 500 and the write is not there.
+    let (status, _) = host
+        .http("POST", "/probe/t1/put-then-trap?key=h&value=1", b"")
+        .await;
+    assert_eq!(status, 500);
+    assert_eq!(host.http("GET", "/probe/t1/get?key=h", b"").await.0, 404);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_attachments_and_closes_are_kept_by_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(test_config(dir.path())).await;
+    let mut red = host.ws("/probe/t2/ws?tags=red,warm").await;
+    let mut blue = host.ws("/probe/t2/ws?tags=blue").await;
+    red.send_text("attach:alice").await;
+    assert_eq!(red.recv_text().await, "ok");
+    // A trap does not lose the attachment (it lives with the host).
+    red.send_text("trap").await;
+    red.send_text("attachment").await;
+    assert_eq!(red.recv_text().await, "alice");
+
+    blue.send_text("broadcast-tag:red:only red").await;
+    assert_eq!(red.recv_text().await, "only red");
+    blue.expect_silence(Duration::from_millis(200)).await;
+    blue.send_text("broadcast:all").await;
+    assert_eq!(red.recv_text().await, "all");
+    assert_eq!(blue.recv_text().await, "all");
+
+    // Oversized attachments are refused with a clear error.
+    blue.send_text(&format!("attach:{}", "x".repeat(3000)))
+        .await;
+    let reply = blue.recv_text().await;
+    assert!(
+        reply.starts_with("err:") && reply.contains("AttachmentTooLarge"),
+        "{reply}"
+    );
+
+    // The guest closes a socket with its own code; the close is recorded when
+    // the client goes away by itself.
+    red.send_text("close:4001:bye").await;
+    let (code, reason) = red.expect_close().await;
+    assert_eq!((code, reason.as_str()), (4001, "bye"));
+    let blue_id = {
+        blue.send_text("list").await;
+        blue.recv_text().await
+    };
+    assert!(!blue_id.contains(','), "only blue is left: {blue_id}");
+    blue.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = host
+        .http("GET", &format!("/probe/t2/get?key=closed:{blue_id}"), b"")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("1000:") || body.starts_with("1005:"),
+        "{body}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_call_each_other_and_cycles_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(test_config(dir.path())).await;
+    let (s, body) = host
+        .http(
+            "POST",
+            "/probe/caller/call?class=probe&name=callee&method=echo",
+            b"ping",
+        )
+        .await;
+    assert_eq!((s, body.as_str()), (200, "ping"));
+    let (s, body) = host
+        .http(
+            "POST",
+            "/probe/caller/call?class=probe&name=callee&method=fail",
+            b"",
+        )
+        .await;
+    assert_eq!(s, 502);
+    assert!(body.contains("asked to fail"), "{body}");
+    // A → B → A would deadlock: the host refuses it.
+    let (s, body) = host
+        .http(
+            "POST",
+            "/probe/a/call?class=probe&name=b&method=call",
+            b"probe:a:echo:x",
+        )
+        .await;
+    assert_eq!(s, 502, "{body}");
+    assert!(body.contains("Cycle"), "{body}");
+    // A callee that traps fails the call, not the caller.
+    let (s, body) = host
+        .http(
+            "POST",
+            "/probe/caller/call?class=probe&name=callee&method=trap",
+            b"",
+        )
+        .await;
+    assert_eq!(s, 502);
+    assert!(body.contains("Failed"), "{body}");
+    let (s, body) = host
+        .http(
+            "POST",
+            "/probe/caller/call?class=nope&name=x&method=echo",
+            b"",
+        )
+        .await;
+    assert_eq!(s, 502);
+    assert!(body.contains("NoSuchClass"), "{body}");
+    assert_eq!(
+        host.http("GET", "/probe/caller/self", b"").await.1,
+        "probe/caller"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_and_greedy_guests_fail_only_their_own_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.max_event_cpu_ms = 300;
+    config.limits.max_instance_memory_bytes = 32 << 20;
+    let host = start_host(config).await;
+    let mut neighbour = host.ws("/probe/quiet/ws").await;
+
+    let spin = tokio::spawn({
+        let addr = host.addr;
+        async move { http_request(addr, "GET", "/probe/busy/spin", b"").await }
+    });
+    // While one object spins, another answers promptly.
+    neighbour.send_text("echo:unaffected").await;
+    assert_eq!(neighbour.recv_text().await, "unaffected");
+    let (status, _) = spin.await.unwrap();
+    assert_eq!(status, 500, "the runaway event is stopped by its CPU limit");
+    // The object works again on its next event.
+    assert_eq!(host.http("GET", "/probe/busy/self", b"").await.0, 200);
+
+    assert_eq!(
+        host.http("GET", "/probe/greedy/alloc?mb=8", b"").await.0,
+        200
+    );
+    assert_eq!(
+        host.http("GET", "/probe/greedy/alloc?mb=64", b"").await.0,
+        500
+    );
+    assert_eq!(host.http("GET", "/probe/greedy/self", b"").await.0, 200);
+    neighbour.send_text("echo:still fine").await;
+    assert_eq!(neighbour.recv_text().await, "still fine");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_close_only_that_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.max_frame_bytes = 4096;
+    let host = start_host(config).await;
+    let mut big = host.ws("/probe/frames/ws").await;
+    let mut ok = host.ws("/probe/frames/ws").await;
+    big.ws
+        .send(Message::text("echo:".to_string() + &"x".repeat(5000)))
+        .await
+        .unwrap();
+    let (code, _) = big.expect_close().await;
+    assert_eq!(code, 1009);
+    ok.send_text("echo:fine").await;
+    assert_eq!(ok.recv_text().await, "fine");
+    ok.ws.send(Message::binary(vec![7u8; 100])).await.unwrap();
+    assert_eq!(ok.next().await, Message::binary(vec![7u8; 100]));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_limits_are_typed_errors_and_the_event_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(test_config(dir.path())).await;
+    for (what, expect) in [
+        ("key", "KeyTooLarge(2048)"),
+        ("value", "ValueTooLarge(131072)"),
+        ("many", "TooManyKeys(128)"),
+    ] {
+        let (s, body) = host
+            .http("GET", &format!("/probe/lim/storage-error?what={what}"), b"")
+            .await;
+        assert_eq!(s, 200);
+        assert!(body.contains(expect), "{what}: {body}");
+    }
+    let (s, body) = host.http("GET", "/probe/lim/list", b"").await;
+    assert_eq!((s, body.as_str()), (200, "[]"), "nothing was written");
+    host.stop().await;
+}
