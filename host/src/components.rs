@@ -29,6 +29,10 @@ pub mod builtin {
 /// The names of the built-in classes.
 pub const BUILTIN_NAMES: [&str; 2] = ["chat-room", "rate-limiter"];
 
+/// Pool slots beyond `max_live_instances` (an instance being dropped while its
+/// successor is created).
+const SPARE_SLOTS: u32 = 16;
+
 /// How often the epoch advances; a guest's time budget is counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -54,6 +58,22 @@ impl Components {
         let mut ec = EngineConfig::new();
         ec.wasm_component_model(true);
         ec.epoch_interruption(true);
+        // The pooling allocator: instance memory comes from pre-reserved slots, so
+        // creating (waking) and dropping (evicting) an instance is cheap and its
+        // memory returns to the pool. The host never has more live instances than
+        // `max_live_instances` (see `objects::LiveInstances`).
+        let slots = config.max_live_instances + SPARE_SLOTS;
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots)
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size(config.limits.max_instance_memory_bytes);
+        ec.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&ec).map_err(|e| ComponentError::Engine(e.to_string()))?;
         let mut linker: Linker<ObjectCtx> = Linker::new(&engine);
         // std's WASI imports, with an empty context: no files, network or env.

@@ -51,6 +51,13 @@ pub struct Config {
     /// Trust the last `X-Forwarded-For` entry as the client IP (only behind a
     /// proxy you run). Default false: the TCP peer address is the client IP.
     pub trust_forwarded_for: bool,
+    /// An object with no event for this long is evicted: its instance is
+    /// dropped, its sockets stay open (ms). Default 10 s.
+    pub idle_timeout_ms: u64,
+    /// The most live instances; when reached, the least recently used idle
+    /// instance is evicted first. Each live instance costs memory and kernel
+    /// mappings; live instances should track active rooms, not connections.
+    pub max_live_instances: u32,
     /// Limits a hostile guest or client could otherwise exhaust.
     pub limits: Limits,
     /// Classes: name → component. The built-in `chat-room` and `rate-limiter`
@@ -125,7 +132,7 @@ pub struct RouteConfig {
     /// Mint a fresh unique object name for this class and return it as text.
     #[serde(default)]
     pub unique_id: Option<String>,
-    /// Serve a built-in page (`chat`).
+    /// Serve a built-in page (`chat`, or `metrics`: Prometheus text).
     #[serde(default)]
     pub page: Option<String>,
     /// Names longer than this many characters are refused with 404, unless they
@@ -150,6 +157,8 @@ impl Default for Config {
             data: PathBuf::from("data/roomhost.redb"),
             durability: Durability::Immediate,
             trust_forwarded_for: false,
+            idle_timeout_ms: 10_000,
+            max_live_instances: 1_000,
             limits: Limits::default(),
             classes,
             routes: default_routes(),
@@ -158,7 +167,8 @@ impl Default for Config {
 }
 
 /// The chat: `GET /` the page, `POST /api/room` a private room id, and
-/// `/api/room/{name}/...` into object `(chat-room, name)`.
+/// `/api/room/{name}/...` into object `(chat-room, name)`; and `GET /metrics`
+/// (Prometheus text; the default listen address is loopback).
 pub fn default_routes() -> Vec<RouteConfig> {
     let route = |path: &str| RouteConfig {
         path: path.into(),
@@ -173,6 +183,11 @@ pub fn default_routes() -> Vec<RouteConfig> {
             method: Some("GET".into()),
             page: Some("chat".into()),
             ..route("/")
+        },
+        RouteConfig {
+            method: Some("GET".into()),
+            page: Some("metrics".into()),
+            ..route("/metrics")
         },
         RouteConfig {
             method: Some("POST".into()),
@@ -262,12 +277,19 @@ impl Config {
             }
             if let Some(page) = &route.page
                 && page != "chat"
+                && page != "metrics"
             {
                 return Err(ConfigError::Invalid(format!(
-                    "route {:?}: no built-in page {page:?} (have: chat)",
+                    "route {:?}: no built-in page {page:?} (have: chat, metrics)",
                     route.path
                 )));
             }
+        }
+        // Each pool slot reserves ~4 GiB of address space (no bounds checks).
+        if self.max_live_instances == 0 || self.max_live_instances > 10_000 {
+            return Err(ConfigError::Invalid(
+                "max_live_instances must be between 1 and 10000".into(),
+            ));
         }
         let l = &self.limits;
         if l.mailbox_capacity == 0 || l.max_batch_events == 0 {
@@ -295,7 +317,7 @@ mod tests {
         c.validate().expect("default config is valid");
         assert!(c.classes.contains_key("chat-room"));
         assert!(c.classes.contains_key("rate-limiter"));
-        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.routes.len(), 4);
     }
 
     #[test]

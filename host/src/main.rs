@@ -42,6 +42,11 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    // One descriptor per WebSocket: allow as many as the hard limit permits.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open file limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         None => ServeArgs::default(),

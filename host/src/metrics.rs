@@ -1,24 +1,89 @@
-//! Counters and gauges the host keeps about itself: live instances, events,
-//! traps, sockets, commits. Cheap atomics, readable by tests through
-//! [`Metrics::snapshot`] (and by the `/metrics` endpoint later).
+//! Counters and gauges the host keeps about itself: live instances, evictions,
+//! wakes, events, traps, sockets, commits, and a wake-latency histogram. Cheap
+//! atomics, readable by tests through [`Metrics::snapshot`] and by operators at
+//! `GET /metrics` (Prometheus text, [`Metrics::render`]).
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+/// Buckets of the latency histogram: bucket i counts values < 2^i µs.
+const BUCKETS: usize = 28;
+
+/// A log2-bucketed histogram of microseconds.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// The q-quantile in µs, interpolated within its power-of-two bucket.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            if seen + c >= rank {
+                let lo = if i == 0 { 0 } else { 1u64 << (i - 1) };
+                let hi = 1u64 << i;
+                let within = (rank - seen) as f64 / *c as f64;
+                return lo + ((hi - lo) as f64 * within) as u64;
+            }
+            seen += c;
+        }
+        0
+    }
+}
 
 /// The host's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     instances_live: AtomicU64,
     instances_created: AtomicU64,
+    evictions: AtomicU64,
+    wakes: AtomicU64,
     actors_live: AtomicU64,
     events: AtomicU64,
     traps: AtomicU64,
     sockets_open: AtomicU64,
     sockets_accepted: AtomicU64,
     sockets_closed_slow: AtomicU64,
+    auto_responses: AtomicU64,
     commits: AtomicU64,
     committed_batches: AtomicU64,
     commit_nanos: AtomicU64,
+    /// From a woken object's event arriving to its handler starting.
+    pub wake_latency: Histogram,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -26,8 +91,12 @@ pub struct Metrics {
 pub struct MetricsSnapshot {
     /// Component instances alive now.
     pub instances_live: u64,
-    /// Component instances ever created (first event, after a trap, ...).
+    /// Component instances ever created (first event, wake, after a trap).
     pub instances_created: u64,
+    /// Instances evicted (idle, or to make room under the cap).
+    pub evictions: u64,
+    /// Instances created for an object that had been evicted.
+    pub wakes: u64,
     /// Object actors alive now (an actor keeps an object's sockets).
     pub actors_live: u64,
     /// Events run.
@@ -40,6 +109,8 @@ pub struct MetricsSnapshot {
     pub sockets_accepted: u64,
     /// Sockets closed because the client did not read fast enough.
     pub sockets_closed_slow: u64,
+    /// Frames the host answered itself (auto-response).
+    pub auto_responses: u64,
     /// redb write transactions committed.
     pub commits: u64,
     /// Object batches those commits carried (batches / commits = group size).
@@ -59,26 +130,32 @@ macro_rules! gauge {
     };
 }
 
+macro_rules! counter {
+    ($name:ident, $field:ident) => {
+        pub(crate) fn $name(&self) {
+            self.$field.fetch_add(1, Relaxed);
+        }
+    };
+}
+
 impl Metrics {
     gauge!(instance_started, instance_dropped, instances_live);
     gauge!(actor_started, actor_stopped, actors_live);
     gauge!(socket_opened, socket_closed, sockets_open);
+    counter!(instance_created, instances_created);
+    counter!(evicted, evictions);
+    counter!(woke, wakes);
+    counter!(socket_accepted, sockets_accepted);
+    counter!(slow_socket_closed, sockets_closed_slow);
+    counter!(auto_responded, auto_responses);
 
-    pub(crate) fn instance_created(&self) {
-        self.instances_created.fetch_add(1, Relaxed);
-    }
     pub(crate) fn event_ran(&self, trapped: bool) {
         self.events.fetch_add(1, Relaxed);
         if trapped {
             self.traps.fetch_add(1, Relaxed);
         }
     }
-    pub(crate) fn socket_accepted(&self) {
-        self.sockets_accepted.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn slow_socket_closed(&self) {
-        self.sockets_closed_slow.fetch_add(1, Relaxed);
-    }
+
     pub(crate) fn record_commit(&self, batches: usize, took: Duration) {
         self.commits.fetch_add(1, Relaxed);
         self.committed_batches.fetch_add(batches as u64, Relaxed);
@@ -91,15 +168,162 @@ impl Metrics {
         MetricsSnapshot {
             instances_live: self.instances_live.load(Relaxed),
             instances_created: self.instances_created.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            wakes: self.wakes.load(Relaxed),
             actors_live: self.actors_live.load(Relaxed),
             events: self.events.load(Relaxed),
             traps: self.traps.load(Relaxed),
             sockets_open: self.sockets_open.load(Relaxed),
             sockets_accepted: self.sockets_accepted.load(Relaxed),
             sockets_closed_slow: self.sockets_closed_slow.load(Relaxed),
+            auto_responses: self.auto_responses.load(Relaxed),
             commits: self.commits.load(Relaxed),
             committed_batches: self.committed_batches.load(Relaxed),
             commit_nanos: self.commit_nanos.load(Relaxed),
         }
+    }
+
+    /// The counters in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::with_capacity(2048);
+        let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP roomhost_{name} {help}\n# TYPE roomhost_{name} {kind}\nroomhost_{name} {value}"
+            );
+        };
+        line(
+            "instances_live",
+            "gauge",
+            "Component instances alive now.",
+            s.instances_live,
+        );
+        line(
+            "instances_created_total",
+            "counter",
+            "Component instances created.",
+            s.instances_created,
+        );
+        line(
+            "evictions_total",
+            "counter",
+            "Instances evicted (idle or LRU).",
+            s.evictions,
+        );
+        line(
+            "wakes_total",
+            "counter",
+            "Instances created for evicted objects.",
+            s.wakes,
+        );
+        line(
+            "actors_live",
+            "gauge",
+            "Objects with an actor (sockets or recent events).",
+            s.actors_live,
+        );
+        line("events_total", "counter", "Events run.", s.events);
+        line(
+            "traps_total",
+            "counter",
+            "Events whose guest trapped.",
+            s.traps,
+        );
+        line(
+            "sockets_open",
+            "gauge",
+            "WebSockets open now.",
+            s.sockets_open,
+        );
+        line(
+            "sockets_accepted_total",
+            "counter",
+            "WebSockets accepted.",
+            s.sockets_accepted,
+        );
+        line(
+            "sockets_closed_slow_total",
+            "counter",
+            "Sockets closed for not reading.",
+            s.sockets_closed_slow,
+        );
+        line(
+            "auto_responses_total",
+            "counter",
+            "Frames answered by the host itself.",
+            s.auto_responses,
+        );
+        line(
+            "commits_total",
+            "counter",
+            "redb write transactions committed.",
+            s.commits,
+        );
+        line(
+            "committed_batches_total",
+            "counter",
+            "Object batches carried by commits.",
+            s.committed_batches,
+        );
+        line(
+            "commit_seconds_total",
+            "counter",
+            "Time spent committing, in whole seconds.",
+            s.commit_nanos / 1_000_000_000,
+        );
+        let w = &self.wake_latency;
+        let _ = writeln!(
+            out,
+            "# HELP roomhost_wake_latency_microseconds From a woken object's event arriving to its handler starting.\n# TYPE roomhost_wake_latency_microseconds summary"
+        );
+        for q in [0.5, 0.9, 0.99] {
+            let _ = writeln!(
+                out,
+                "roomhost_wake_latency_microseconds{{quantile=\"{q}\"}} {}",
+                w.quantile_us(q)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "roomhost_wake_latency_microseconds_sum {}",
+            w.sum_us.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "roomhost_wake_latency_microseconds_count {}",
+            w.count()
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_land_in_the_right_bucket() {
+        let h = Histogram::default();
+        for _ in 0..90 {
+            h.record(Duration::from_micros(20));
+        }
+        for _ in 0..10 {
+            h.record(Duration::from_micros(5000));
+        }
+        let p50 = h.quantile_us(0.5);
+        assert!((16..=32).contains(&p50), "{p50}");
+        let p99 = h.quantile_us(0.99);
+        assert!((4096..=8192).contains(&p99), "{p99}");
+        assert_eq!(h.count(), 100);
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.instance_created();
+        let text = m.render();
+        assert!(text.contains("roomhost_instances_created_total 1"));
+        assert!(text.contains("roomhost_wake_latency_microseconds{quantile=\"0.99\"} 0"));
     }
 }

@@ -26,8 +26,9 @@
 //!   `{"name":..,"message":..,"timestamp":..}` with a strictly increasing
 //!   millisecond timestamp, and broadcast to every member, sender included.
 //! * When a named socket closes, the others get `{"quit":"<name>"}`.
-//! * The text frame `ping` is answered with `pong` (keep-alive); binary frames and
-//!   malformed JSON are answered with `{"error": ...}`.
+//! * The text frame `ping` is answered with `pong` (keep-alive) by the host
+//!   itself, through the auto-response set in `init`, so pings never wake an
+//!   evicted room; binary frames and malformed JSON get `{"error": ...}`.
 //!
 //! The only thing kept in guest memory is the timestamp of the newest message,
 //! restored from storage in `init`.
@@ -42,6 +43,9 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+/// The keep-alive request and its answer.
+const PING: &str = "ping";
+const PONG: &str = "pong";
 /// The tag carried by sockets that have joined (sent a name).
 const MEMBER: &str = "member";
 /// The storage prefix of chat messages; keys are `msg:` + a 16-digit timestamp.
@@ -92,6 +96,10 @@ struct RateLimit {
 impl Object for ChatRoom {
     fn init() {
         LAST_TIMESTAMP.set(load_last_timestamp());
+        // Keep-alive pings are answered by the host, without waking the room.
+        if let Err(e) = sockets::set_auto_response(Some((PING, PONG))) {
+            log::warn(&format!("setting the ping auto-response: {e:?}"));
+        }
     }
 
     fn on_request(request: Request) -> Reply {
@@ -119,8 +127,9 @@ impl Object for ChatRoom {
                 return;
             }
         };
-        if text == "ping" {
-            send(id, "pong".to_string());
+        if text == PING {
+            // Normally answered by the host (auto-response); kept for safety.
+            send(id, PONG.to_string());
             return;
         }
         let data = match serde_json::from_str::<Value>(&text) {

@@ -16,6 +16,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::bindings::{Reply, Request, Response};
@@ -56,6 +58,14 @@ pub async fn handle(
         Match::NotFound => return Ok(text(StatusCode::NOT_FOUND, "not found")),
     };
     Ok(match target {
+        (Target::Page(p), _) if p == "metrics" => {
+            let mut r = text(StatusCode::OK, rt.metrics.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         (Target::Page(_), _) => {
             let mut r = text(StatusCode::OK, CHAT_PAGE);
             r.headers_mut().insert(
@@ -184,23 +194,53 @@ async fn to_object(
                 Ok(h) => h,
                 Err(e) => return event_error(&id, e),
             };
-            let max_frame = rt.config.limits.max_frame_bytes;
+            let params = crate::sockets::conn::ConnParams {
+                object: handle,
+                max_frame_bytes: rt.config.limits.max_frame_bytes,
+                metrics: rt.metrics.clone(),
+            };
             rt.tasks.spawn(async move {
-                match fut.await {
-                    Ok(ws) => {
-                        let upgraded = ws.into_inner().into_inner();
-                        crate::sockets::conn::run(conn, upgraded, handle, max_frame).await;
-                    }
+                let upgraded = match fut.await {
+                    Ok(ws) => ws.into_inner().into_inner(),
                     Err(e) => {
                         tracing::debug!(error = %e, "WebSocket upgrade did not complete");
                         conn.end();
-                        handle
+                        params
+                            .object
                             .send(Event::SocketClosed {
                                 id: conn.id(),
                                 code: 1006,
                                 reason: "upgrade failed".into(),
                             })
-                            .await;
+                            .await
+                            .ok();
+                        return;
+                    }
+                };
+                // Keep only the TCP stream (and any bytes hyper read past the
+                // handshake): no hyper or WebSocket buffers while idle.
+                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        crate::sockets::conn::run(
+                            conn,
+                            parts.io.into_inner(),
+                            parts.read_buf,
+                            params,
+                        )
+                        .await;
+                    }
+                    Err(_) => {
+                        tracing::error!("upgraded connection is not a TCP stream");
+                        conn.end();
+                        params
+                            .object
+                            .send(Event::SocketClosed {
+                                id: conn.id(),
+                                code: 1011,
+                                reason: "internal error".into(),
+                            })
+                            .await
+                            .ok();
                     }
                 }
             });

@@ -10,20 +10,25 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{Object, Reply};
 use crate::error::EventError;
 use crate::ids::ObjectId;
-use crate::objects::{Event, ObjectCore, ObjectCtx, ObjectHandle, Runtime};
+use crate::objects::{Event, LiveSlot, ObjectCore, ObjectCtx, Runtime};
 use crate::sockets::{Outbox, Output, SocketConn, SocketId};
 use crate::storage::ObjectStorage;
+use std::sync::atomic::Ordering;
 
-/// A live instance.
+/// A live instance, holding one of the host's live-instance slots.
 struct Live {
     store: Store<ObjectCtx>,
     object: Object,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The object's core, either inside a live instance's store or parked.
@@ -37,7 +42,11 @@ enum State {
 struct Actor {
     rt: Arc<Runtime>,
     id: ObjectId,
+    generation: u64,
     state: State,
+    slot: Arc<LiveSlot>,
+    /// The instance was evicted: the next instantiation is a wake.
+    evicted: bool,
 }
 
 /// What an event leaves to do once the batch is durable.
@@ -53,11 +62,13 @@ enum Pending {
     Nothing,
 }
 
-/// The actor's task.
+/// The actor's task. It lives while the object has sockets or recent events:
+/// an instance idle for `idle_timeout` is evicted (the sockets stay), and an
+/// actor with neither instance nor sockets leaves the directory and ends.
 pub(crate) async fn run(
     rt: Arc<Runtime>,
     id: ObjectId,
-    handle: ObjectHandle,
+    generation: u64,
     mut rx: mpsc::Receiver<Event>,
 ) {
     rt.metrics.actor_started();
@@ -66,31 +77,66 @@ pub(crate) async fn run(
         rt: rt.clone(),
         storage: ObjectStorage::new(rt.db.clone(), id.clone()),
         sockets: Default::default(),
+        auto: Default::default(),
     };
-    drop(handle);
     let mut actor = Actor {
         rt: rt.clone(),
         id,
+        generation,
         state: State::Parked(core),
+        slot: Arc::new(LiveSlot::default()),
+        evicted: false,
     };
+    let idle = Duration::from_millis(rt.config.idle_timeout_ms);
     let max_batch = rt.config.limits.max_batch_events;
     let mut batch = Vec::with_capacity(16);
-    loop {
+    let mut last_event = Instant::now();
+    let exited = loop {
+        let live = matches!(actor.state, State::Live(_));
+        let lonely = actor.core_mut().is_none_or(|c| c.sockets.is_empty());
+        let slot = actor.slot.clone();
         let first = tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => ev,
-                None => break,
+                None => break false,
             },
-            _ = rt.shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(last_event + idle), if live || lonely => {
+                actor.evict();
+                if actor.core_mut().is_none_or(|c| c.sockets.is_empty())
+                    && rt.leave_directory(&actor.id, actor.generation, &mut rx)
+                {
+                    break true;
+                }
+                last_event = Instant::now();
+                continue;
+            }
+            _ = slot.evict.notified(), if live => {
+                actor.evict();
+                continue;
+            }
+            _ = rt.shutdown.cancelled() => break false,
         };
-        batch.push(first);
+        actor.slot.busy.store(true, Ordering::Relaxed);
+        batch.push((first, Instant::now()));
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(ev) => batch.push(ev),
+                Ok(ev) => batch.push((ev, Instant::now())),
                 Err(_) => break,
             }
         }
         actor.run_batch(&mut batch).await;
+        actor.slot.last_used.store(rt.live.now(), Ordering::Relaxed);
+        actor.slot.busy.store(false, Ordering::Relaxed);
+        last_event = Instant::now();
+    };
+    if exited {
+        // Events that raced with our exit go to the object's next actor.
+        while let Ok(ev) = rx.try_recv() {
+            let id = actor.id.clone();
+            if let Err(e) = rt.send(&id, ev).await {
+                tracing::warn!(object = %id, error = %e, "could not hand an event to the object's next actor");
+            }
+        }
     }
     actor.shut_down();
     rt.metrics.actor_stopped();
@@ -102,6 +148,16 @@ impl Actor {
             State::Live(live) => Some(&mut live.store.data_mut().core),
             State::Parked(core) => Some(core),
             State::Moving => None,
+        }
+    }
+
+    /// Evicts the instance: its Store is dropped, its memory returns to the
+    /// pool; sockets, tags and attachments stay.
+    fn evict(&mut self) {
+        if matches!(self.state, State::Live(_)) {
+            self.drop_instance();
+            self.evicted = true;
+            self.rt.metrics.evicted();
         }
     }
 
@@ -138,6 +194,14 @@ impl Actor {
             self.state = State::Parked(core);
             return Err(EventError::NoSuchClass(self.id.class.clone()));
         };
+        let Some(permit) = self.rt.live.acquire(self.generation, &self.slot).await else {
+            self.state = State::Parked(core);
+            return Err(EventError::Instantiate {
+                object: self.id.clone(),
+                message: "no live-instance slot became free (max_live_instances reached, all busy)"
+                    .into(),
+            });
+        };
         let mut store = Store::new(&self.rt.components.engine, ObjectCtx::new(core));
         store.limiter(|ctx| &mut ctx.limits);
         let max_ticks = (self.rt.config.limits.max_event_cpu_ms
@@ -157,10 +221,15 @@ impl Actor {
             Ok(object) => {
                 self.rt.metrics.instance_created();
                 self.rt.metrics.instance_started();
-                self.state = State::Live(Live { store, object });
+                self.state = State::Live(Live {
+                    store,
+                    object,
+                    _permit: permit,
+                });
                 Ok(())
             }
             Err(e) => {
+                self.rt.live.release(self.generation);
                 self.state = State::Parked(store.into_data().core);
                 Err(EventError::Instantiate {
                     object: self.id.clone(),
@@ -170,10 +239,14 @@ impl Actor {
         }
     }
 
-    async fn run_batch(&mut self, batch: &mut Vec<Event>) {
+    async fn run_batch(&mut self, batch: &mut Vec<(Event, Instant)>) {
         let mut pending: Vec<(Outbox, Pending, Option<SocketId>)> = Vec::with_capacity(batch.len());
-        for event in batch.drain(..) {
-            pending.push(self.run_event(event).await);
+        for (event, dequeued) in batch.drain(..) {
+            let arrived = match &event {
+                Event::SocketMessage { at, .. } => *at,
+                _ => dequeued,
+            };
+            pending.push(self.run_event(event, arrived).await);
         }
         let writes = match self.core_mut() {
             Some(core) => core.storage.take_batch(),
@@ -229,12 +302,16 @@ impl Actor {
     }
 
     /// Runs one event as one transaction.
-    async fn run_event(&mut self, event: Event) -> (Outbox, Pending, Option<SocketId>) {
+    async fn run_event(
+        &mut self,
+        event: Event,
+        arrived: Instant,
+    ) -> (Outbox, Pending, Option<SocketId>) {
         let closed = match &event {
             Event::SocketClosed { id, .. } => Some(*id),
             _ => None,
         };
-        let (outbox, pending, accepted) = self.run_event_inner(event).await;
+        let (outbox, pending, accepted) = self.run_event_inner(event, arrived).await;
         if let Some(id) = closed {
             // The guest has seen the close: the socket is gone for good.
             self.forget_socket(id);
@@ -242,7 +319,11 @@ impl Actor {
         (outbox, pending, accepted)
     }
 
-    async fn run_event_inner(&mut self, event: Event) -> (Outbox, Pending, Option<SocketId>) {
+    async fn run_event_inner(
+        &mut self,
+        event: Event,
+        arrived: Instant,
+    ) -> (Outbox, Pending, Option<SocketId>) {
         // Events for sockets that are already gone need no instance.
         if let Event::SocketMessage { id, .. } | Event::SocketClosed { id, .. } = &event {
             let known = self
@@ -281,6 +362,11 @@ impl Actor {
         } else {
             Ok(())
         };
+        if fresh && self.evicted {
+            self.evicted = false;
+            self.rt.metrics.woke();
+            self.rt.metrics.wake_latency.record(arrived.elapsed());
+        }
         let mut accepted: Option<Arc<SocketConn>> = None;
         let result: Result<Pending, wasmtime::Error> = match init {
             Err(e) => Err(e),
@@ -325,7 +411,7 @@ impl Actor {
                         Err(e)
                     }
                 },
-                Event::SocketMessage { id, frame } => handler
+                Event::SocketMessage { id, frame, .. } => handler
                     .call_on_socket_message(&mut *store, id, &frame)
                     .await
                     .map(|()| Pending::Nothing),
@@ -401,6 +487,7 @@ fn accept_socket(
     crate::sockets::validate_tags(&accept.tags).map_err(|e| format!("invalid accept: {e:?}"))?;
     crate::sockets::validate_attachment(&accept.attachment)
         .map_err(|e| format!("invalid accept: {e:?}"))?;
+    let _ = conn.auto.set(ctx.core.auto.clone());
     ctx.core
         .sockets
         .accept(conn.clone(), accept.tags.clone(), accept.attachment.clone());

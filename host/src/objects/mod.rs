@@ -13,11 +13,11 @@ pub mod actor;
 mod host;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmtime::StoreLimits;
@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::error::EventError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
+use crate::sockets::conn::AutoResponse;
 use crate::sockets::{Outbox, SocketConn, SocketId, SocketTable};
 use crate::storage::committer::Committer;
 use crate::storage::{Db, ObjectStorage};
@@ -50,6 +51,8 @@ pub enum Event {
         id: SocketId,
         /// The frame.
         frame: Frame,
+        /// When the host read it (for the wake-latency histogram).
+        at: tokio::time::Instant,
     },
     /// One of the object's sockets closed.
     SocketClosed {
@@ -77,12 +80,99 @@ pub enum Event {
 #[derive(Clone)]
 pub struct ObjectHandle {
     tx: mpsc::Sender<Event>,
+    /// Which actor (an object may get a new actor after its old one exited).
+    generation: u64,
 }
 
 impl ObjectHandle {
-    /// Queues an event; false when the actor is gone.
-    pub async fn send(&self, event: Event) -> bool {
-        self.tx.send(event).await.is_ok()
+    /// Queues an event; gives it back when the actor is gone.
+    pub async fn send(&self, event: Event) -> Result<(), Event> {
+        self.tx.send(event).await.map_err(|e| e.0)
+    }
+}
+
+/// Bounds the number of live instances and chooses whom to evict when the
+/// bound is reached: the least recently used instance that is not running.
+pub(crate) struct LiveInstances {
+    permits: Arc<Semaphore>,
+    slots: Mutex<HashMap<u64, Arc<LiveSlot>>>,
+    clock: AtomicU64,
+}
+
+/// One actor's entry in [`LiveInstances`].
+#[derive(Default)]
+pub(crate) struct LiveSlot {
+    /// A logical time of last use (larger is more recent).
+    pub(crate) last_used: AtomicU64,
+    /// Running a batch: not a candidate for eviction.
+    pub(crate) busy: AtomicBool,
+    /// Asks the actor to evict its instance.
+    pub(crate) evict: Notify,
+}
+
+/// How long an instantiation waits for a live-instance slot to free up.
+const LIVE_SLOT_WAIT: Duration = Duration::from_secs(5);
+
+impl LiveInstances {
+    fn new(max: u32) -> LiveInstances {
+        LiveInstances {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            slots: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(1),
+        }
+    }
+
+    /// A logical timestamp.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes a live-instance slot for actor `me`, evicting the least recently
+    /// used idle instance if none is free.
+    pub(crate) async fn acquire(
+        &self,
+        me: u64,
+        slot: &Arc<LiveSlot>,
+    ) -> Option<OwnedSemaphorePermit> {
+        let deadline = tokio::time::Instant::now() + LIVE_SLOT_WAIT;
+        let permit = loop {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                break p;
+            }
+            self.evict_one(me);
+            let wait = tokio::time::timeout(
+                Duration::from_millis(50),
+                self.permits.clone().acquire_owned(),
+            );
+            match wait.await {
+                Ok(Ok(p)) => break p,
+                Ok(Err(_)) => return None,
+                Err(_) if tokio::time::Instant::now() >= deadline => return None,
+                Err(_) => continue,
+            }
+        };
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.insert(me, slot.clone());
+        }
+        Some(permit)
+    }
+
+    /// Forgets actor `me` (its instance was dropped).
+    pub(crate) fn release(&self, me: u64) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.remove(&me);
+        }
+    }
+
+    fn evict_one(&self, me: u64) {
+        let Ok(slots) = self.slots.lock() else { return };
+        let victim = slots
+            .iter()
+            .filter(|(g, s)| **g != me && !s.busy.load(Ordering::Relaxed))
+            .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed));
+        if let Some((_, s)) = victim {
+            s.evict.notify_one();
+        }
     }
 }
 
@@ -94,6 +184,8 @@ pub struct Runtime {
     pub(crate) committer: Committer,
     pub(crate) metrics: Arc<Metrics>,
     directory: Mutex<HashMap<ObjectId, ObjectHandle>>,
+    next_generation: AtomicU64,
+    pub(crate) live: LiveInstances,
     next_socket_id: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -107,7 +199,10 @@ impl Runtime {
         committer: Committer,
         metrics: Arc<Metrics>,
     ) -> Arc<Runtime> {
+        let live = LiveInstances::new(config.max_live_instances);
         Arc::new(Runtime {
+            live,
+            next_generation: AtomicU64::new(1),
             config,
             components,
             db,
@@ -146,27 +241,53 @@ impl Runtime {
             return Ok(h.clone());
         }
         let (tx, rx) = mpsc::channel(self.config.limits.mailbox_capacity);
-        let handle = ObjectHandle { tx };
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let handle = ObjectHandle { tx, generation };
         dir.insert(id.clone(), handle.clone());
-        let rt = self.clone();
-        let object = id.clone();
-        let my_handle = handle.clone();
-        self.tasks.spawn(actor::run(rt, object, my_handle, rx));
+        self.tasks
+            .spawn(actor::run(self.clone(), id.clone(), generation, rx));
         Ok(handle)
+    }
+
+    /// An idle actor leaves the directory (if it is still the one there) and
+    /// closes its mailbox — unless an event is already waiting in it. Done under
+    /// the directory lock, so no new actor for the id starts meanwhile.
+    pub(crate) fn leave_directory(
+        &self,
+        id: &ObjectId,
+        generation: u64,
+        rx: &mut mpsc::Receiver<Event>,
+    ) -> bool {
+        let Ok(mut dir) = self.directory.lock() else {
+            return false;
+        };
+        if !rx.is_empty() {
+            return false;
+        }
+        if dir.get(id).is_some_and(|h| h.generation == generation) {
+            dir.remove(id);
+        }
+        // Senders holding an old handle now fail and come back for a new one.
+        rx.close();
+        true
     }
 
     /// Delivers an event to `id`, starting its actor if needed.
     pub(crate) async fn send(
         self: &Arc<Self>,
         id: &ObjectId,
-        event: Event,
+        mut event: Event,
     ) -> Result<(), EventError> {
-        let handle = self.handle(id)?;
-        if handle.send(event).await {
-            Ok(())
-        } else {
-            Err(EventError::Unavailable(id.clone()))
+        // An actor that exited between our lookup and our send gives the event
+        // back; the next lookup starts a new one.
+        for _ in 0..4 {
+            let handle = self.handle(id)?;
+            match handle.send(event).await {
+                Ok(()) => return Ok(()),
+                Err(back) => event = back,
+            }
         }
+        Err(EventError::Unavailable(id.clone()))
     }
 
     /// Calls `on-call` of `id` and waits (up to the call timeout) for its result.
@@ -208,6 +329,8 @@ pub struct ObjectCore {
     pub(crate) rt: Arc<Runtime>,
     pub(crate) storage: ObjectStorage,
     pub(crate) sockets: SocketTable,
+    /// The auto-response pair, shared with the object's connections.
+    pub(crate) auto: Arc<AutoResponse>,
 }
 
 /// The data of one wasmtime `Store`: the object's core plus per-instance state.

@@ -1,22 +1,26 @@
-//! One host-owned WebSocket connection: a bounded outbound queue drained by a
-//! writer task that joins queued frames into as few writes as possible, and a
-//! reader task that turns client frames into events for the owning object.
+//! One host-owned WebSocket connection.
+//!
+//! A [`SocketConn`] is the shared half: a bounded outbound queue that actors
+//! push encoded frames into. [`run`] is the connection's single task: it reads
+//! client frames ([`super::frames`]) into events for the owning object, and
+//! writes queued frames — all that are queued, joined into as few writes as the
+//! socket takes. While a connection is idle it holds no read or write buffer.
 //!
 //! Server frames are encoded by the host (unmasked, RFC 6455 §5.2), once per
 //! broadcast: the encoded bytes are shared by every socket they go to.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use fastwebsockets::{OpCode, Role, WebSocketError};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::frames::{Decoder, Incoming, OpCode};
 use crate::bindings::Frame;
 use crate::objects::{Event, ObjectHandle};
 
@@ -25,8 +29,6 @@ pub type SocketId = u64;
 
 /// The most bytes joined into one write.
 const MAX_WRITE_BYTES: usize = 64 * 1024;
-/// How long a writer waits for a client to take one write before giving up on it.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Encodes a server-to-client frame.
 pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
@@ -72,6 +74,8 @@ struct Outbound {
     bytes: usize,
     /// The close frame to send after the queued frames; nothing is queued after it.
     close: Option<Bytes>,
+    /// Why the connection is closing or ended.
+    reason: Option<(u16, String)>,
 }
 
 /// The host side of one WebSocket: its queue and its lifetime.
@@ -79,9 +83,15 @@ pub struct SocketConn {
     id: SocketId,
     max_queue_bytes: usize,
     out: Mutex<Outbound>,
-    wake_writer: Notify,
-    /// Cancelled when the connection must end (closed, overflowed, shutdown).
+    wake: Notify,
+    /// Cancelled when the connection must end now (overflow, shutdown).
     ended: CancellationToken,
+    /// The close frame has been handed to the connection task.
+    close_taken: AtomicBool,
+    /// When the host last answered the auto-response (ms since the epoch; 0: never).
+    pub(crate) last_auto_response: AtomicU64,
+    /// The owning object's auto-response pair, set when the object accepts.
+    pub(crate) auto: std::sync::OnceLock<Arc<AutoResponse>>,
 }
 
 impl SocketConn {
@@ -91,8 +101,11 @@ impl SocketConn {
             id,
             max_queue_bytes,
             out: Mutex::new(Outbound::default()),
-            wake_writer: Notify::new(),
+            wake: Notify::new(),
             ended: CancellationToken::new(),
+            close_taken: AtomicBool::new(false),
+            last_auto_response: AtomicU64::new(0),
+            auto: std::sync::OnceLock::new(),
         })
     }
 
@@ -107,59 +120,69 @@ impl SocketConn {
         let Ok(mut out) = self.out.lock() else {
             return false;
         };
-        if out.close.is_some() {
+        if out.close.is_some() || out.reason.is_some() {
             return true; // closing: frames after the close are dropped
         }
         if out.bytes + frame.len() > self.max_queue_bytes {
             out.frames.clear();
             out.bytes = 0;
             out.close = Some(encode_close(1008, "send queue full: client too slow"));
+            out.reason = Some((1008, "send queue full: client too slow".into()));
             drop(out);
             tracing::warn!(
                 socket = self.id,
                 "closing a client that does not read (1008)"
             );
-            self.wake_writer.notify_one();
-            self.ended.cancel();
+            self.end();
             return false;
         }
+        let was_empty = out.frames.is_empty();
         out.bytes += frame.len();
         out.frames.push_back(frame);
         drop(out);
-        self.wake_writer.notify_one();
+        if was_empty {
+            self.wake.notify_one();
+        }
         true
     }
 
-    /// Queues a close frame after the frames already queued, then ends.
+    /// Queues a close frame after the frames already queued; the connection ends
+    /// once it is written (and the client answered, or briefly after).
     pub fn close(&self, code: u16, reason: &str) {
-        self.close_with(encode_close(code, reason));
-    }
-
-    /// Queues an encoded close frame (the first one wins).
-    fn close_with(&self, frame: Bytes) {
         if let Ok(mut out) = self.out.lock()
             && out.close.is_none()
+            && out.reason.is_none()
         {
-            out.close = Some(frame);
+            out.close = Some(encode_close(code, reason));
+            out.reason = Some((code, reason.to_string()));
         }
-        self.wake_writer.notify_one();
+        self.wake.notify_one();
     }
 
-    /// True once the connection is ending.
+    /// True once the connection must end now.
     pub fn is_ended(&self) -> bool {
         self.ended.is_cancelled()
     }
 
-    /// Ends the connection now (reader and writer stop).
+    /// Ends the connection now.
     pub fn end(&self) {
         self.ended.cancel();
-        self.wake_writer.notify_one();
+        self.wake.notify_one();
     }
 
+    fn end_reason(&self) -> (u16, String) {
+        self.out
+            .lock()
+            .ok()
+            .and_then(|o| o.reason.clone())
+            .unwrap_or((1006, "connection ended by the host".into()))
+    }
+
+    /// Moves queued frames (and a pending close frame) into `buf`, up to about
+    /// [`MAX_WRITE_BYTES`]. Returns (took anything, the close frame included).
     fn take(&self, buf: &mut BytesMut) -> (bool, bool) {
-        // Returns (took anything, close frame included).
         let Ok(mut out) = self.out.lock() else {
-            return (false, true);
+            return (false, false);
         };
         let mut took = false;
         while let Some(front) = out.frames.front() {
@@ -175,201 +198,244 @@ impl SocketConn {
         }
         if let Some(close) = out.close.take() {
             buf.extend_from_slice(&close);
+            self.close_taken.store(true, Ordering::Relaxed);
             return (true, true);
         }
         (took, false)
     }
 }
 
-/// Runs a socket after its upgrade completed: the reader in this task, the
-/// writer in another. Ends when either side ends; tells the object once.
-pub async fn run(
-    conn: Arc<SocketConn>,
-    upgraded: Upgraded,
-    object: ObjectHandle,
-    max_frame_bytes: usize,
-) {
-    let io = TokioIo::new(upgraded);
-    let (read, write) = tokio::io::split(io);
-    let writer = tokio::spawn(write_loop(conn.clone(), write));
-    let (code, reason) = read_loop(&conn, read, &object, max_frame_bytes).await;
+/// The request/response text pair a host answers without waking the object.
+#[derive(Default)]
+pub struct AutoResponse {
+    pair: std::sync::RwLock<Option<(String, Bytes)>>,
+}
+
+impl AutoResponse {
+    /// Sets or clears the pair.
+    pub fn set(&self, pair: Option<(String, String)>) {
+        if let Ok(mut p) = self.pair.write() {
+            *p = pair.map(|(req, resp)| (req, encode_frame(OpCode::Text, resp.as_bytes())));
+        }
+    }
+
+    /// The pair's request and response texts.
+    pub fn get(&self) -> Option<(String, String)> {
+        let p = self.pair.read().ok()?;
+        let (req, frame) = p.as_ref()?;
+        // The response is kept encoded; its payload follows a 2- or 4-byte header.
+        let header = if frame.len() - 2 < 126 { 2 } else { 4 };
+        Some((
+            req.clone(),
+            String::from_utf8_lossy(&frame[header..]).into_owned(),
+        ))
+    }
+
+    /// The encoded response if `text` is the request.
+    fn answer(&self, text: &str) -> Option<Bytes> {
+        let p = self.pair.read().ok()?;
+        match p.as_ref() {
+            Some((req, resp)) if req == text => Some(resp.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a connection needs from the host.
+pub struct ConnParams {
+    /// The object's mailbox.
+    pub object: ObjectHandle,
+    /// Largest client message.
+    pub max_frame_bytes: usize,
+    /// The host's counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Runs a socket after its upgrade completed, in one task: reads client frames
+/// and turns them into events, answers pings and auto-responses, writes queued
+/// frames. While idle it holds no buffers — only the stream and this state —
+/// so a hibernating connection costs little memory. Tells the object once,
+/// when the connection ends.
+pub async fn run(conn: Arc<SocketConn>, stream: TcpStream, read_buf: Bytes, params: ConnParams) {
+    let (code, reason) = serve(&conn, &stream, read_buf, &params).await;
     conn.end();
-    let _ = writer.await;
-    object
+    // Best effort: flush a pending close frame without waiting on the client.
+    let mut last = BytesMut::new();
+    conn.take(&mut last);
+    if !last.is_empty() {
+        let _ = stream.try_write(&last);
+    }
+    let mut stream = stream;
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.shutdown()).await;
+    drop(stream);
+    params
+        .object
         .send(Event::SocketClosed {
             id: conn.id,
             code,
             reason,
         })
-        .await;
+        .await
+        .ok();
 }
 
-async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(conn: Arc<SocketConn>, mut write: W) {
-    let mut buf = BytesMut::with_capacity(1024);
+async fn serve(
+    conn: &Arc<SocketConn>,
+    stream: &TcpStream,
+    read_buf: Bytes,
+    params: &ConnParams,
+) -> (u16, String) {
+    let mut decoder = Decoder::new(params.max_frame_bytes);
+    // Buffers exist only while there is something in them.
+    let mut inbuf: Option<BytesMut> = (!read_buf.is_empty()).then(|| BytesMut::from(&read_buf[..]));
+    let mut outbuf: Option<BytesMut> = None;
+    let mut read_closed = false;
+    // Set once the close handshake is under way: (code, reason) to report.
+    let mut closing: Option<(u16, String)> = None;
+    let mut close_deadline: Option<tokio::time::Instant> = None;
     loop {
-        buf.clear();
-        let (took, closing) = conn.take(&mut buf);
-        if took {
-            match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    conn.end();
-                    return;
+        // 1. Decode and dispatch every whole message already buffered.
+        if let Some(buf) = inbuf.as_mut() {
+            loop {
+                match decoder.decode(buf) {
+                    Ok(None) => break,
+                    Ok(Some(Incoming::Text(text))) => {
+                        if let Some(resp) = conn.auto.get().and_then(|a| a.answer(&text)) {
+                            conn.last_auto_response.store(now_ms(), Ordering::Relaxed);
+                            params.metrics.auto_responded();
+                            conn.push(resp);
+                            continue;
+                        }
+                        if !dispatch(conn, params, Frame::Text(text)).await {
+                            return (1001, "object unavailable".into());
+                        }
+                    }
+                    Ok(Some(Incoming::Binary(data))) => {
+                        if !dispatch(conn, params, Frame::Binary(data)).await {
+                            return (1001, "object unavailable".into());
+                        }
+                    }
+                    Ok(Some(Incoming::Ping(payload))) => {
+                        conn.push(encode_frame(OpCode::Pong, &payload));
+                    }
+                    Ok(Some(Incoming::Pong)) => {}
+                    Ok(Some(Incoming::Close(code, reason))) => {
+                        // Echo the close, then hang up once it is written.
+                        let echo = if code == 1005 { 1000 } else { code };
+                        conn.close(echo, "");
+                        read_closed = true;
+                        closing.get_or_insert((code, reason));
+                        break;
+                    }
+                    Err(e) => {
+                        let (code, why) = e.close();
+                        conn.close(code, why);
+                        read_closed = true;
+                        closing.get_or_insert((code, why.to_string()));
+                        break;
+                    }
                 }
             }
-            if closing {
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, write.flush()).await;
-                // Give the client a moment to answer the close, then hang up.
-                tokio::select! {
-                    _ = conn.ended.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => conn.end(),
-                }
-                let _ = write.shutdown().await;
-                return;
+            if buf.is_empty() && decoder.is_idle() {
+                inbuf = None;
             }
-            continue;
+        }
+
+        // 2. Write what is queued, as far as the socket takes it.
+        let mut wrote_close = false;
+        loop {
+            let out = outbuf.get_or_insert_with(BytesMut::new);
+            if out.is_empty() {
+                let (_, close) = conn.take(out);
+                wrote_close |= close;
+                if out.is_empty() {
+                    break;
+                }
+            }
+            match stream.try_write(out) {
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return closing.unwrap_or((1006, "connection lost".into())),
+            }
+        }
+        let out_empty = outbuf.as_ref().is_none_or(|b| b.is_empty());
+        if out_empty {
+            outbuf = None;
+        }
+        if wrote_close || conn.close_taken.load(Ordering::Relaxed) {
+            if closing.is_none() {
+                // The host or the guest closed it: wait briefly for the echo.
+                closing = Some(conn.end_reason());
+            }
+            if out_empty
+                && (read_closed || close_deadline.is_some_and(|d| d <= tokio::time::Instant::now()))
+            {
+                return closing.unwrap_or((1000, String::new()));
+            }
+            close_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_WAIT);
         }
         if conn.is_ended() {
-            return;
+            // Ending now: what the socket did not take is dropped.
+            return closing.unwrap_or_else(|| conn.end_reason());
         }
+
+        // 3. Wait for the next thing to do.
         tokio::select! {
-            _ = conn.wake_writer.notified() => {}
-            _ = conn.ended.cancelled() => {
-                // Flush a pending close frame (e.g. 1008 for a slow client).
-                buf.clear();
-                let (took, _) = conn.take(&mut buf);
-                if took {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), write.write_all(&buf)).await;
+            r = stream.readable(), if !read_closed => {
+                if r.is_err() {
+                    return closing.unwrap_or((1006, "connection lost".into()));
                 }
-                let _ = write.shutdown().await;
-                return;
+                let buf = inbuf.get_or_insert_with(BytesMut::new);
+                // `decode` has already refused a header that declares too much.
+                let want = decoder.wanted(buf).max(READ_CHUNK).min(params.max_frame_bytes.max(READ_CHUNK) + 14);
+                buf.reserve(want);
+                match stream.try_read_buf(buf) {
+                    Ok(0) => {
+                        read_closed = true;
+                        if closing.is_none() {
+                            return (1006, "connection lost".into());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return closing.unwrap_or((1006, "connection lost".into())),
+                }
             }
+            r = stream.writable(), if !out_empty => {
+                if r.is_err() {
+                    return closing.unwrap_or((1006, "connection lost".into()));
+                }
+            }
+            _ = conn.wake.notified() => {}
+            _ = conn.ended.cancelled(), if !conn.is_ended() => {}
+            _ = tokio::time::sleep_until(close_deadline.unwrap_or_else(tokio::time::Instant::now)), if close_deadline.is_some() => {}
         }
     }
 }
 
-/// Queues a frame the protocol obliges us to send (pong, close echo).
-fn obligated_send(conn: &SocketConn, frame: &fastwebsockets::Frame<'_>) -> bool {
-    let bytes = encode_frame(frame.opcode, &frame.payload);
-    if frame.opcode == OpCode::Close {
-        conn.close_with(bytes);
-        true
-    } else {
-        conn.push(bytes)
-    }
+/// How long a closing connection waits for the client's close echo.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The read size for small frames.
+const READ_CHUNK: usize = 4096;
+
+async fn dispatch(conn: &SocketConn, params: &ConnParams, frame: Frame) -> bool {
+    params
+        .object
+        .send(Event::SocketMessage {
+            id: conn.id,
+            frame,
+            at: tokio::time::Instant::now(),
+        })
+        .await
+        .is_ok()
 }
 
-/// Reads client frames until the connection ends; returns the close code and
-/// reason to report to the object.
-async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
-    conn: &Arc<SocketConn>,
-    read: R,
-    object: &ObjectHandle,
-    max_frame_bytes: usize,
-) -> (u16, String) {
-    let (mut ws, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
-    ws.set_max_message_size(max_frame_bytes);
-    ws.set_auto_close(true);
-    ws.set_auto_pong(true);
-    // A message being reassembled from fragments.
-    let mut partial: Option<(OpCode, Vec<u8>)> = None;
-    loop {
-        let mut obligated = |frame: fastwebsockets::Frame<'_>| {
-            // Pongs and close echoes go through the queue, after data frames.
-            let pushed = obligated_send(conn, &frame);
-            async move {
-                if pushed {
-                    Ok::<(), std::io::Error>(())
-                } else {
-                    Err(std::io::Error::other("send queue full"))
-                }
-            }
-        };
-        let frame = tokio::select! {
-            f = ws.read_frame(&mut obligated) => f,
-            _ = conn.ended.cancelled() => return (1006, "connection ended by the host".into()),
-        };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(WebSocketError::FrameTooLarge) => {
-                conn.close(1009, "message too big");
-                return (1009, "message too big".into());
-            }
-            Err(WebSocketError::InvalidUTF8) => {
-                conn.close(1007, "invalid UTF-8");
-                return (1007, "invalid UTF-8".into());
-            }
-            Err(WebSocketError::UnexpectedEOF) | Err(WebSocketError::ConnectionClosed) => {
-                return (1006, "connection lost".into());
-            }
-            Err(e) => {
-                conn.close(1002, "protocol error");
-                return (1002, format!("protocol error: {e}"));
-            }
-        };
-        let (opcode, data) = match frame.opcode {
-            OpCode::Close => {
-                let p = &frame.payload;
-                let code = if p.len() >= 2 {
-                    u16::from_be_bytes([p[0], p[1]])
-                } else {
-                    1005
-                };
-                let reason = String::from_utf8_lossy(p.get(2..).unwrap_or_default()).into_owned();
-                return (code, reason);
-            }
-            OpCode::Ping | OpCode::Pong => continue,
-            OpCode::Text | OpCode::Binary if frame.fin => {
-                if partial.is_some() {
-                    conn.close(1002, "unfinished fragmented message");
-                    return (1002, "protocol error: unfinished fragmented message".into());
-                }
-                (frame.opcode, frame.payload.to_vec())
-            }
-            OpCode::Text | OpCode::Binary => {
-                if partial.is_some() {
-                    conn.close(1002, "unfinished fragmented message");
-                    return (1002, "protocol error: unfinished fragmented message".into());
-                }
-                partial = Some((frame.opcode, frame.payload.to_vec()));
-                continue;
-            }
-            OpCode::Continuation => {
-                let Some((op, mut buf)) = partial.take() else {
-                    conn.close(1002, "unexpected continuation frame");
-                    return (1002, "protocol error: unexpected continuation".into());
-                };
-                if buf.len() + frame.payload.len() > max_frame_bytes {
-                    conn.close(1009, "message too big");
-                    return (1009, "message too big".into());
-                }
-                buf.extend_from_slice(&frame.payload);
-                if !frame.fin {
-                    partial = Some((op, buf));
-                    continue;
-                }
-                (op, buf)
-            }
-        };
-        let frame = if opcode == OpCode::Text {
-            match String::from_utf8(data) {
-                Ok(text) => Frame::Text(text),
-                Err(_) => {
-                    conn.close(1007, "invalid UTF-8");
-                    return (1007, "invalid UTF-8".into());
-                }
-            }
-        } else {
-            Frame::Binary(data)
-        };
-        if !object
-            .send(Event::SocketMessage { id: conn.id, frame })
-            .await
-        {
-            conn.close(1001, "object unavailable");
-            return (1001, "object unavailable".into());
-        }
-    }
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! event traps.
 
 pub mod conn;
+pub mod frames;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -261,6 +262,31 @@ impl Host for ObjectCtx {
             .ok_or(SocketError::NotFound)?
             .attachment
             .clone())
+    }
+
+    fn set_auto_response(&mut self, pair: Option<(String, String)>) -> Result<(), SocketError> {
+        if let Some((req, resp)) = &pair
+            && (req.len() > MAX_ATTACHMENT_BYTES || resp.len() > MAX_ATTACHMENT_BYTES)
+        {
+            return Err(SocketError::AutoResponseTooLarge(
+                MAX_ATTACHMENT_BYTES as u32,
+            ));
+        }
+        self.core.auto.set(pair);
+        Ok(())
+    }
+
+    fn get_auto_response(&mut self) -> Option<(String, String)> {
+        self.core.auto.get()
+    }
+
+    fn auto_response_timestamp(&mut self, id: SocketId) -> Result<Option<u64>, SocketError> {
+        let entry = self.core.sockets.get(id).ok_or(SocketError::NotFound)?;
+        let at = entry
+            .conn
+            .last_auto_response
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Ok((at != 0).then_some(at))
     }
 
     fn set_attachment(&mut self, id: SocketId, value: Option<Vec<u8>>) -> Result<(), SocketError> {
