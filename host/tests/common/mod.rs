@@ -276,3 +276,24 @@ pub async fn join_chat(
 pub fn ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 1, n)
 }
+
+/// Polls `cond` every 20 ms until it holds or `within` passes; returns whether
+/// it held.
+pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// A test config whose objects are evicted after `idle_ms` without events.
+pub fn hibernating_config(dir: &Path, idle_ms: u64) -> Config {
+    Config {
+        idle_timeout_ms: idle_ms,
+        ..test_config(dir)
+    }
+}

@@ -1,0 +1,199 @@
+//! Hibernation: idle instances are evicted while their WebSockets stay open,
+//! and the next event wakes them as if nothing happened.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const IDLE_MS: u64 = 300;
+const EVICTED_WITHIN: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_room_keeps_its_clients_and_wakes_on_the_next_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(hibernating_config(dir.path(), IDLE_MS)).await;
+    let (mut ann, _) = join_chat(&host, ip(1), "sleepy", "ann").await;
+    let (mut bob, _) = join_chat(&host, ip(2), "sleepy", "bob").await;
+    assert_eq!(ann.recv_json().await, json!({"joined": "bob"}));
+
+    // Every instance (room and rate limiters) goes away; the sockets stay.
+    assert!(
+        eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await,
+        "{:?}",
+        host.stats()
+    );
+    let s = host.stats();
+    assert_eq!(s.sockets_open, 2);
+    assert!(s.evictions >= 1);
+
+    // The next message wakes the room; it knows who is who from the host.
+    ann.send_json(json!({"message": "anyone?"})).await;
+    for c in [&mut ann, &mut bob] {
+        let m = c.recv_json().await;
+        assert_eq!(
+            (m["name"].as_str(), m["message"].as_str()),
+            (Some("ann"), Some("anyone?"))
+        );
+    }
+    assert!(host.stats().wakes >= 1);
+
+    // A newcomer after another eviction gets the right roster and history.
+    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
+    let (_cat, frames) = join_chat(&host, ip(3), "sleepy", "cat").await;
+    assert_eq!(frames[0], json!({"joined": "ann"}));
+    assert_eq!(frames[1], json!({"joined": "bob"}));
+    assert_eq!(frames[2]["message"], "anyone?");
+    assert_eq!(frames[3], json!({"joined": "cat"}));
+    assert_eq!(frames[4], json!({"ready": true}));
+    // Members leaving an evicted room are still announced.
+    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
+    bob.close().await;
+    assert_eq!(ann.recv_json().await, json!({"joined": "cat"}));
+    assert_eq!(ann.recv_json().await, json!({"quit": "bob"}));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_by_the_host_without_waking_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(hibernating_config(dir.path(), IDLE_MS)).await;
+    let (mut ann, _) = join_chat(&host, ip(1), "quiet", "ann").await;
+    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
+    let before = host.stats();
+    for _ in 0..3 {
+        ann.send_text("ping").await;
+        assert_eq!(ann.recv_text().await, "pong");
+    }
+    let after = host.stats();
+    assert_eq!(after.instances_live, 0, "still evicted");
+    assert_eq!(
+        after.instances_created, before.instances_created,
+        "never woken"
+    );
+    assert_eq!(after.auto_responses, before.auto_responses + 3);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_is_cut_off_and_the_others_keep_receiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.socket_send_queue_bytes = 256 * 1024;
+    let host = start_host(config).await;
+    let mut stalled = host.ws("/probe/slow/ws").await;
+    let mut reader = host.ws("/probe/slow/ws").await;
+    // Make sure both are accepted before the flood.
+    stalled.send_text("echo:ready").await;
+    assert_eq!(stalled.recv_text().await, "ready");
+    let big = "x".repeat(60_000);
+    // ~30 MB of broadcasts: far more than the kernel buffers plus the queue.
+    for i in 0..500 {
+        reader.send_text(&format!("broadcast:{i}:{big}")).await;
+        let got = reader.recv_text().await;
+        assert!(
+            got.starts_with(&format!("{i}:")),
+            "the reader gets every frame in order"
+        );
+        if host.stats().sockets_closed_slow > 0 && i > 50 {
+            break;
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || host.stats().sockets_closed_slow
+            == 1)
+        .await,
+        "{:?}",
+        host.stats()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || host.stats().sockets_open == 1).await,
+        "{:?}",
+        host.stats()
+    );
+    reader.send_text("echo:fine").await;
+    assert_eq!(reader.recv_text().await, "fine");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_instance_cap_evicts_the_least_recently_used_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = roomhost::Config {
+        max_live_instances: 2,
+        ..test_config(dir.path())
+    };
+    let host = start_host(config).await;
+    let mut a = host.ws("/probe/a/ws").await;
+    let mut b = host.ws("/probe/b/ws").await;
+    a.send_text("put:k=a").await;
+    assert_eq!(a.recv_text().await, "ok");
+    b.send_text("put:k=b").await;
+    assert_eq!(b.recv_text().await, "ok");
+    // a is the least recently used: object c takes its slot.
+    assert_eq!(host.http("GET", "/probe/c/self", b"").await.1, "probe/c");
+    let s = host.stats();
+    assert!(s.instances_live <= 2, "{s:?}");
+    assert_eq!(s.evictions, 1);
+    b.send_text("inits").await;
+    assert_eq!(b.recv_text().await, "1", "b kept its instance");
+    // a wakes with its storage and socket intact.
+    a.send_text("get:k").await;
+    assert_eq!(a.recv_text().await, "a");
+    assert_eq!(host.stats().wakes, 1);
+    assert!(host.stats().instances_live <= 2);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_objects_without_sockets_go_away_entirely() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(hibernating_config(dir.path(), IDLE_MS)).await;
+    for name in ["x", "y", "z"] {
+        assert_eq!(
+            host.http(
+                "POST",
+                &format!("/probe/{name}/put?key=k&value={name}"),
+                b""
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    assert_eq!(host.stats().actors_live, 3);
+    assert!(
+        eventually(EVICTED_WITHIN * 2, || host.stats().actors_live == 0).await,
+        "{:?}",
+        host.stats()
+    );
+    // They come back with their storage.
+    assert_eq!(host.http("GET", "/probe/y/get?key=k", b"").await.1, "y");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_as_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(hibernating_config(dir.path(), IDLE_MS)).await;
+    let (mut ann, _) = join_chat(&host, ip(1), "metered", "ann").await;
+    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
+    ann.send_json(json!({"message": "wake up"})).await;
+    ann.recv_json().await;
+    let (status, body) = host.http("GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("roomhost_sockets_open 1"), "{body}");
+    assert!(
+        body.contains("roomhost_wakes_total 1") || body.contains("roomhost_wakes_total 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("roomhost_wake_latency_microseconds{quantile=\"0.99\"}"),
+        "{body}"
+    );
+    host.stop().await;
+}
