@@ -90,6 +90,9 @@ pub struct Limits {
     pub mailbox_capacity: usize,
     /// Events one object runs before committing them together.
     pub max_batch_events: usize,
+    /// The first retry delay of a trapping `on-alarm` (ms); it doubles with each
+    /// retry, up to 6 retries.
+    pub alarm_retry_base_ms: u64,
 }
 
 impl Default for Limits {
@@ -103,6 +106,7 @@ impl Default for Limits {
             call_timeout_ms: 10_000,
             mailbox_capacity: 1024,
             max_batch_events: 256,
+            alarm_retry_base_ms: 2_000,
         }
     }
 }

@@ -13,12 +13,14 @@
 //!   object's wasmtime `Store` and runs its events in order, in batches.
 //! - [`components`] — the engine, the linker, each class's pre-linked component.
 //! - [`storage`] — redb, per-event write sets, group commit.
+//! - [`alarms`] — one alarm per object, stored, scheduled, retried.
 //! - [`sockets`] — host-owned WebSockets: tags, attachments, gated output,
 //!   bounded send queues.
 //! - [`bindings`] — the `roomhost:object` world (`wit/`), generated once.
 //! - [`metrics`] — counters about the host itself.
 //! - [`error`] — narrow errors under one [`Error`].
 
+pub mod alarms;
 pub mod bindings;
 pub mod components;
 pub mod config;

@@ -42,7 +42,14 @@ impl Server {
                 context: "cannot start the committer thread".into(),
                 source,
             })?;
-        let rt = Runtime::new(config, components, db, committer, metrics);
+        let (alarms, scheduler) = crate::alarms::Scheduler::start();
+        let rt = Runtime::new(config, components, db, committer, metrics, alarms);
+        rt.tasks
+            .spawn(scheduler.run(Arc::downgrade(&rt), rt.shutdown.clone()));
+        let pending = crate::alarms::schedule_stored(&rt)?;
+        if pending > 0 {
+            tracing::info!("{pending} stored alarm(s) scheduled");
+        }
         Ok(Server {
             rt,
             router: Arc::new(router),

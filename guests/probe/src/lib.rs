@@ -27,6 +27,10 @@
 //! | `list` | optional `prefix`, `start`, `start-after`, `end`, `limit`, `reverse=true` | `200` JSON array of `[key, value]` pairs, values as (lossy UTF-8) strings, in the order storage returned them |
 //! | `delete-all` | | `200 ok` |
 //! | `inits` | | `200` with how many times `init` ran in this instance |
+//! | `alarm-set` | `in` (ms from now) | sets the alarm; `200 ok` |
+//! | `alarm-set-then-trap` | `in` | sets the alarm, then panics (the alarm must not be set) |
+//! | `alarm-get` | | `200` with the pending alarm time (ms since the epoch) or `none` |
+//! | `alarm-delete` | | deletes the alarm; `200 ok` |
 //! | `spin` | | loops forever (runaway-guest test; never answers) |
 //! | `alloc` | `mb` | allocates `mb` MiB and writes to every page, then `200 allocated <mb> MiB`; if memory cannot grow that far, the allocation fails and the guest traps (memory-limit test) |
 //! | `self` | | `200 <class>/<name>` from `objects::self_id()` |
@@ -71,6 +75,13 @@
 //! When a socket closes, `on_socket_close` stores key `closed:<id>` =
 //! `<code>:<reason>` (read it with the HTTP `get` operation).
 //!
+//! ## Alarms (`on_alarm`)
+//!
+//! If the decimal in key `alarm-fail-until` is greater than the retry count, it
+//! panics (so the host retries). Otherwise it appends `<retry>@<now ms>;` to key
+//! `alarm-log`, and if key `alarm-rearm-ms` holds a positive number, sets the
+//! next alarm that many ms from now.
+//!
 //! ## Calls (`on_call`)
 //!
 //! | method | payload | result |
@@ -91,7 +102,8 @@ use std::cell::Cell;
 
 use roomhost_sdk::storage::{self, ListOptions};
 use roomhost_sdk::{
-    Accept, Frame, Object, Reply, Request, Response, SocketId, log, objects, sockets,
+    Accept, Frame, Object, Reply, Request, Response, SocketId, alarms, log, now_ms, objects,
+    sockets,
 };
 
 thread_local! {
@@ -152,6 +164,26 @@ impl Object for Probe {
         let value = format!("{code}:{reason}");
         if let Err(e) = storage::put(&format!("closed:{id}"), value.as_bytes()) {
             log::error(&format!("recording close of {id}: {e:?}"));
+        }
+    }
+
+    fn on_alarm(retry_count: u32) {
+        let fail_until = read_number("alarm-fail-until");
+        if u64::from(retry_count) < fail_until {
+            panic!("probe: alarm trap requested (retry {retry_count})");
+        }
+        let mut log_line = storage::get("alarm-log")
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        log_line.push_str(&format!("{retry_count}@{};", now_ms()));
+        if let Err(e) = storage::put("alarm-log", log_line.as_bytes()) {
+            log::error(&format!("recording the alarm: {e:?}"));
+        }
+        let rearm = read_number("alarm-rearm-ms");
+        if rearm > 0 {
+            alarms::set(now_ms().saturating_add(rearm));
         }
     }
 
@@ -235,6 +267,25 @@ fn http(op: &str, query: &Query, body: Vec<u8>) -> Result<Response, Response> {
             Response::text(200, "ok")
         }
         "inits" => Response::text(200, INITS.get().to_string()),
+        "alarm-set" | "alarm-set-then-trap" => {
+            let in_ms = query
+                .require("in")?
+                .parse::<u64>()
+                .map_err(|_| Response::text(400, "in must be a number of ms"))?;
+            alarms::set(now_ms().saturating_add(in_ms));
+            if op == "alarm-set-then-trap" {
+                panic!("probe: trap requested");
+            }
+            Response::text(200, "ok")
+        }
+        "alarm-get" => match alarms::get() {
+            Some(at) => Response::text(200, at.to_string()),
+            None => Response::text(200, "none"),
+        },
+        "alarm-delete" => {
+            alarms::delete();
+            Response::text(200, "ok")
+        }
         "spin" => spin(),
         "alloc" => {
             let mb = query
@@ -290,6 +341,15 @@ fn http(op: &str, query: &Query, body: Vec<u8>) -> Result<Response, Response> {
         }
         other => Response::text(404, format!("unknown op: {other}")),
     })
+}
+
+/// A decimal number stored under `key` (0 when absent or unreadable).
+fn read_number(key: &str) -> u64 {
+    storage::get(key)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok()?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Stores `key` = `value` (from the query, else the body).

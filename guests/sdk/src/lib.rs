@@ -43,7 +43,7 @@ pub mod bindings {
 pub use bindings::roomhost::object::types::{
     Accept, Frame, ObjectId, Reply, Request, Response, SocketId,
 };
-pub use bindings::roomhost::object::{log as host_log, objects, sockets, storage};
+pub use bindings::roomhost::object::{alarms, log as host_log, objects, sockets, storage};
 
 /// What a room object implements. Every method has a default, so an object only
 /// writes the events it cares about.
@@ -69,6 +69,12 @@ pub trait Object {
         let _ = (id, code, reason);
     }
 
+    /// The object's alarm fired (see [`alarms`]); `retry_count` counts
+    /// redeliveries after traps. The default does nothing.
+    fn on_alarm(retry_count: u32) {
+        let _ = retry_count;
+    }
+
     /// A call from another object. The default rejects every method.
     fn on_call(method: String, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         let _ = payload;
@@ -92,6 +98,9 @@ macro_rules! export_object {
             }
             fn on_socket_close(id: $crate::SocketId, code: u16, reason: ::std::string::String) {
                 <$ty as $crate::Object>::on_socket_close(id, code, reason)
+            }
+            fn on_alarm(retry_count: u32) {
+                <$ty as $crate::Object>::on_alarm(retry_count)
             }
             fn on_call(
                 method: ::std::string::String,

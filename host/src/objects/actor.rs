@@ -161,6 +161,22 @@ impl Actor {
         }
     }
 
+    /// `on-alarm` trapped: retry with backoff, or give up and delete the alarm.
+    fn alarm_failed(&mut self, retry: u32) {
+        if retry < crate::alarms::MAX_RETRIES {
+            let base = Duration::from_millis(self.rt.config.limits.alarm_retry_base_ms);
+            let delay = crate::alarms::backoff(base, retry + 1);
+            tracing::warn!(object = %self.id, retry = retry + 1, ?delay, "on-alarm trapped; retrying");
+            self.rt.alarms.retry(self.id.clone(), retry + 1, delay);
+        } else {
+            tracing::error!(object = %self.id, "on-alarm trapped {} times; giving up and deleting the alarm", retry + 1);
+            if let Some(core) = self.core_mut() {
+                core.storage.set_alarm(None);
+                core.storage.end_event(true);
+            }
+        }
+    }
+
     /// Removes a socket from the table for good.
     fn forget_socket(&mut self, id: SocketId) {
         if let Some(core) = self.core_mut()
@@ -252,6 +268,7 @@ impl Actor {
             Some(core) => core.storage.take_batch(),
             None => Default::default(),
         };
+        let alarm = writes.alarm;
         let committed = if writes.is_empty() {
             Ok(())
         } else {
@@ -259,6 +276,11 @@ impl Actor {
         };
         match committed {
             Ok(()) => {
+                match alarm {
+                    Some(Some(at)) => self.rt.alarms.set(self.id.clone(), at),
+                    Some(None) => self.rt.alarms.delete(self.id.clone()),
+                    None => {}
+                }
                 for (outbox, p, _) in pending {
                     self.release(outbox);
                     p.send();
@@ -333,6 +355,19 @@ impl Actor {
                 return (Vec::new(), Pending::Nothing, None);
             }
         }
+        if let Event::Alarm { .. } = &event {
+            let due = self
+                .core_mut()
+                .map(|c| c.storage.alarm())
+                .transpose()
+                .ok()
+                .flatten()
+                .flatten();
+            if due.is_none_or(|at| at > crate::sockets::conn::now_ms()) {
+                // Deleted or moved since it was scheduled.
+                return (Vec::new(), Pending::Nothing, None);
+            }
+        }
         let chain = match &event {
             Event::Call { chain, .. } => {
                 let mut c = Vec::with_capacity(chain.len() + 1);
@@ -368,6 +403,7 @@ impl Actor {
             self.rt.metrics.wake_latency.record(arrived.elapsed());
         }
         let mut accepted: Option<Arc<SocketConn>> = None;
+        let mut alarm_retry: Option<u32> = None;
         let result: Result<Pending, wasmtime::Error> = match init {
             Err(e) => Err(e),
             Ok(()) => match event {
@@ -419,6 +455,16 @@ impl Actor {
                     .call_on_socket_close(&mut *store, id, code, &reason)
                     .await
                     .map(|()| Pending::Nothing),
+                Event::Alarm { retry } => {
+                    alarm_retry = Some(retry);
+                    let r = handler.call_on_alarm(&mut *store, retry).await;
+                    let storage = &mut store.data_mut().core.storage;
+                    if r.is_ok() && !storage.event_touched_alarm() {
+                        // Delivered: the alarm is cleared with this event.
+                        storage.set_alarm(None);
+                    }
+                    r.map(|()| Pending::Nothing)
+                }
                 Event::Call {
                     method,
                     payload,
@@ -457,6 +503,9 @@ impl Actor {
                 ctx.core.sockets.undo_changes();
                 ctx.outbox.clear();
                 self.rt.metrics.event_ran(true);
+                if let Some(retry) = alarm_retry {
+                    self.alarm_failed(retry);
+                }
                 // A trap poisons the instance: start afresh on the next event.
                 self.drop_instance();
                 (Vec::new(), Pending::Nothing, None)

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
+use crate::alarms::Scheduler;
 use crate::bindings::{Frame, Reply, Request};
 use crate::components::Components;
 use crate::config::Config;
@@ -62,6 +63,11 @@ pub enum Event {
         code: u16,
         /// The close reason.
         reason: String,
+    },
+    /// The object's alarm is due; `retry` counts redeliveries after traps.
+    Alarm {
+        /// The retry count.
+        retry: u32,
     },
     /// A call from another object.
     Call {
@@ -183,6 +189,7 @@ pub struct Runtime {
     pub(crate) db: Db,
     pub(crate) committer: Committer,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) alarms: Scheduler,
     directory: Mutex<HashMap<ObjectId, ObjectHandle>>,
     next_generation: AtomicU64,
     pub(crate) live: LiveInstances,
@@ -198,6 +205,7 @@ impl Runtime {
         db: Db,
         committer: Committer,
         metrics: Arc<Metrics>,
+        alarms: Scheduler,
     ) -> Arc<Runtime> {
         let live = LiveInstances::new(config.max_live_instances);
         Arc::new(Runtime {
@@ -208,6 +216,7 @@ impl Runtime {
             db,
             committer,
             metrics,
+            alarms,
             directory: Mutex::new(HashMap::new()),
             next_socket_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),

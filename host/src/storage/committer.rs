@@ -13,7 +13,7 @@ use crate::config::Durability;
 use crate::error::StorageError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
-use crate::storage::schema::KV;
+use crate::storage::schema::{ALARMS, KV};
 use crate::storage::{Db, WriteSet};
 
 struct Request {
@@ -92,7 +92,21 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
     .map_err(|e| err(&e))?;
     {
         let mut table = txn.open_table(KV).map_err(|e| err(&e))?;
+        let mut alarms = txn.open_table(ALARMS).map_err(|e| err(&e))?;
         for req in batch {
+            match req.writes.alarm {
+                Some(Some(at)) => {
+                    alarms
+                        .insert((req.id.class.as_str(), req.id.name.as_str()), at)
+                        .map_err(|e| err(&e))?;
+                }
+                Some(None) => {
+                    alarms
+                        .remove((req.id.class.as_str(), req.id.name.as_str()))
+                        .map_err(|e| err(&e))?;
+                }
+                None => {}
+            }
             let (c, n) = (req.id.class.as_str(), req.id.name.as_str());
             if req.writes.clear {
                 let next_name = format!("{n}\0");

@@ -20,11 +20,11 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::error::StorageError;
 use crate::ids::ObjectId;
-use schema::KV;
+use schema::{ALARMS, KV};
 
 /// The largest key, in bytes. A guest could otherwise store unbounded keys.
 pub const MAX_KEY_BYTES: usize = 2048;
@@ -58,6 +58,8 @@ impl Db {
         // Make sure the tables exist so that readers never see "no such table".
         let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
         txn.open_table(KV).map_err(|e| open_err(e.to_string()))?;
+        txn.open_table(ALARMS)
+            .map_err(|e| open_err(e.to_string()))?;
         txn.commit().map_err(|e| open_err(e.to_string()))?;
         Ok(Db {
             inner: Arc::new(db),
@@ -76,6 +78,30 @@ impl Db {
             .get((id.class.as_str(), id.name.as_str(), key))
             .map_err(|e| read(&e))?;
         Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, StorageError> {
+        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(ALARMS).map_err(|e| read(&e))?;
+        let value = table
+            .get((id.class.as_str(), id.name.as_str()))
+            .map_err(|e| read(&e))?;
+        Ok(value.map(|v| v.value()))
+    }
+
+    /// Every stored alarm (to schedule them at start-up).
+    pub fn all_alarms(&self) -> Result<Vec<(ObjectId, u64)>, StorageError> {
+        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(ALARMS).map_err(|e| read(&e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| read(&e))? {
+            let (k, v) = entry.map_err(|e| read(&e))?;
+            let (class, name) = k.value();
+            out.push((ObjectId::new(class, name), v.value()));
+        }
+        Ok(out)
     }
 
     /// Committed entries of one object with keys in `[lo, hi)` order, in the
@@ -142,12 +168,14 @@ pub struct WriteSet {
     pub clear: bool,
     /// Key → value, or `None` for a delete.
     pub entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The alarm was set (`Some(Some(at))`) or deleted (`Some(None)`).
+    pub alarm: Option<Option<u64>>,
 }
 
 impl WriteSet {
     /// True when applying it changes nothing.
     pub fn is_empty(&self) -> bool {
-        !self.clear && self.entries.is_empty()
+        !self.clear && self.entries.is_empty() && self.alarm.is_none()
     }
 
     /// Applies `later` on top of `self`.
@@ -157,6 +185,9 @@ impl WriteSet {
             self.entries.clear();
         }
         self.entries.extend(later.entries);
+        if later.alarm.is_some() {
+            self.alarm = later.alarm;
+        }
     }
 
     /// What this layer says about `key`: `Some(Some(v))` set, `Some(None)`
@@ -244,6 +275,24 @@ impl ObjectStorage {
         let existed = self.get(&key)?.is_some();
         self.event.entries.insert(key, None);
         Ok(existed)
+    }
+
+    /// The pending alarm as this event sees it.
+    pub fn alarm(&self) -> Result<Option<u64>, StorageError> {
+        match (self.event.alarm, self.batch.alarm) {
+            (Some(a), _) | (None, Some(a)) => Ok(a),
+            (None, None) => self.db.alarm(&self.id),
+        }
+    }
+
+    /// Sets (`Some`) or deletes (`None`) the alarm in the event's write set.
+    pub fn set_alarm(&mut self, at_ms: Option<u64>) {
+        self.event.alarm = Some(at_ms);
+    }
+
+    /// True when the running event set or deleted the alarm.
+    pub fn event_touched_alarm(&self) -> bool {
+        self.event.alarm.is_some()
     }
 
     /// Buffers the deletion of every key.

@@ -6,3 +6,6 @@ use redb::TableDefinition;
 /// order by class, then name, then key bytes, so one object's keys are one
 /// contiguous range.
 pub const KV: TableDefinition<(&str, &str, &[u8]), &[u8]> = TableDefinition::new("kv");
+
+/// Each object's pending alarm: `(class, name) → at_ms` (ms since the epoch).
+pub const ALARMS: TableDefinition<(&str, &str), u64> = TableDefinition::new("alarms");
