@@ -90,6 +90,9 @@ pub struct Limits {
     pub mailbox_capacity: usize,
     /// Events one object runs before committing them together.
     pub max_batch_events: usize,
+    /// Bytes (keys + values) one object may store; past it writes fail with
+    /// `quota-exceeded` (0: no quota). Without it one object could fill the disk.
+    pub storage_quota_bytes: u64,
     /// The first retry delay of a trapping `on-alarm` (ms); it doubles with each
     /// retry, up to 6 retries.
     pub alarm_retry_base_ms: u64,
@@ -107,6 +110,7 @@ impl Default for Limits {
             mailbox_capacity: 1024,
             max_batch_events: 256,
             alarm_retry_base_ms: 2_000,
+            storage_quota_bytes: 1 << 30,
         }
     }
 }

@@ -75,7 +75,11 @@ pub(crate) async fn run(
     let core = ObjectCore {
         id: id.clone(),
         rt: rt.clone(),
-        storage: ObjectStorage::new(rt.db.clone(), id.clone()),
+        storage: ObjectStorage::with_quota(
+            rt.db.clone(),
+            id.clone(),
+            rt.config.limits.storage_quota_bytes,
+        ),
         sockets: Default::default(),
         auto: Default::default(),
     };

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use redb::ReadableTable;
 use tokio::sync::oneshot;
 
 use crate::config::Durability;
 use crate::error::StorageError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
-use crate::storage::schema::{ALARMS, KV};
+use crate::storage::schema::{ALARMS, KV, USAGE};
 use crate::storage::{Db, WriteSet};
 
 struct Request {
@@ -93,6 +94,7 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
     {
         let mut table = txn.open_table(KV).map_err(|e| err(&e))?;
         let mut alarms = txn.open_table(ALARMS).map_err(|e| err(&e))?;
+        let mut usage = txn.open_table(USAGE).map_err(|e| err(&e))?;
         for req in batch {
             match req.writes.alarm {
                 Some(Some(at)) => {
@@ -108,6 +110,10 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                 None => {}
             }
             let (c, n) = (req.id.class.as_str(), req.id.name.as_str());
+            let mut used = usage
+                .get((c, n))
+                .map_err(|e| err(&e))?
+                .map_or(0, |v| v.value());
             if req.writes.clear {
                 let next_name = format!("{n}\0");
                 table
@@ -116,18 +122,30 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                         |_, _| false,
                     )
                     .map_err(|e| err(&e))?;
+                used = 0;
             }
             for (key, value) in &req.writes.entries {
-                match value {
+                let old = match value {
                     Some(v) => {
+                        used += (key.len() + v.len()) as u64;
                         table
                             .insert((c, n, key.as_slice()), v.as_slice())
-                            .map_err(|e| err(&e))?;
+                            .map_err(|e| err(&e))?
+                            .map(|old| old.value().len())
                     }
-                    None => {
-                        table.remove((c, n, key.as_slice())).map_err(|e| err(&e))?;
-                    }
+                    None => table
+                        .remove((c, n, key.as_slice()))
+                        .map_err(|e| err(&e))?
+                        .map(|old| old.value().len()),
+                };
+                if let Some(old) = old {
+                    used = used.saturating_sub((key.len() + old) as u64);
                 }
+            }
+            if used == 0 {
+                usage.remove((c, n)).map_err(|e| err(&e))?;
+            } else {
+                usage.insert((c, n), used).map_err(|e| err(&e))?;
             }
         }
     }

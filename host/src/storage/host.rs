@@ -1,7 +1,7 @@
 //! The `storage` interface for guests: limits checked here, reads and writes
 //! through the object's [`super::ObjectStorage`].
 
-use super::{ListQuery, MAX_KEY_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES};
+use super::{ListQuery, MAX_KEY_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, WriteError};
 use crate::bindings::roomhost::object::storage::{Host, ListOptions, StorageError as WitError};
 use crate::error::StorageError;
 use crate::objects::ObjectCtx;
@@ -35,6 +35,13 @@ fn to_wit(e: StorageError) -> WitError {
     WitError::Internal(e.to_string())
 }
 
+fn write_to_wit(e: WriteError) -> WitError {
+    match e {
+        WriteError::QuotaExceeded(q) => WitError::QuotaExceeded(q),
+        WriteError::Storage(e) => to_wit(e),
+    }
+}
+
 fn into_strings(entries: Vec<(Vec<u8>, Vec<u8>)>) -> KeyValues {
     entries
         .into_iter()
@@ -65,8 +72,10 @@ impl Host for ObjectCtx {
     fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), WitError> {
         check_key(&key)?;
         check_value(&value)?;
-        self.core.storage.put(key.into_bytes(), value);
-        Ok(())
+        self.core
+            .storage
+            .put(key.into_bytes(), value)
+            .map_err(write_to_wit)
     }
 
     fn put_many(&mut self, entries: KeyValues) -> Result<(), WitError> {
@@ -75,10 +84,11 @@ impl Host for ObjectCtx {
             check_key(k)?;
             check_value(v)?;
         }
-        for (k, v) in entries {
-            self.core.storage.put(k.into_bytes(), v);
-        }
-        Ok(())
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| (k.into_bytes(), v))
+            .collect();
+        self.core.storage.put_many(entries).map_err(write_to_wit)
     }
 
     fn delete(&mut self, key: String) -> Result<bool, WitError> {

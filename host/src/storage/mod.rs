@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::error::StorageError;
 use crate::ids::ObjectId;
-use schema::{ALARMS, KV};
+use schema::{ALARMS, KV, USAGE};
 
 /// The largest key, in bytes. A guest could otherwise store unbounded keys.
 pub const MAX_KEY_BYTES: usize = 2048;
@@ -58,6 +58,7 @@ impl Db {
         // Make sure the tables exist so that readers never see "no such table".
         let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
         txn.open_table(KV).map_err(|e| open_err(e.to_string()))?;
+        txn.open_table(USAGE).map_err(|e| open_err(e.to_string()))?;
         txn.open_table(ALARMS)
             .map_err(|e| open_err(e.to_string()))?;
         txn.commit().map_err(|e| open_err(e.to_string()))?;
@@ -78,6 +79,17 @@ impl Db {
             .get((id.class.as_str(), id.name.as_str(), key))
             .map_err(|e| read(&e))?;
         Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Bytes (keys + values) an object has committed.
+    pub fn usage(&self, id: &ObjectId) -> Result<u64, StorageError> {
+        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(USAGE).map_err(|e| read(&e))?;
+        let value = table
+            .get((id.class.as_str(), id.name.as_str()))
+            .map_err(|e| read(&e))?;
+        Ok(value.map_or(0, |v| v.value()))
     }
 
     fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, StorageError> {
@@ -227,16 +239,51 @@ pub struct ObjectStorage {
     batch: WriteSet,
     /// Writes of the running event.
     event: WriteSet,
+    /// The object's storage quota in bytes (keys + values); 0: none.
+    quota: u64,
+    /// Committed usage, read lazily (after each commit it is read again).
+    committed_usage: Option<u64>,
+    /// Usage change of the batch's kept events, and of the running event.
+    batch_delta: i64,
+    event_delta: i64,
+}
+
+/// Why a write was refused.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The object's quota (bytes) would be exceeded.
+    QuotaExceeded(u64),
+    /// The database could not be read.
+    Storage(StorageError),
+}
+
+impl From<StorageError> for WriteError {
+    fn from(e: StorageError) -> WriteError {
+        WriteError::Storage(e)
+    }
+}
+
+fn entry_size(key: &[u8], value: &[u8]) -> i64 {
+    i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX)
 }
 
 impl ObjectStorage {
     /// A view of `id`'s keys.
     pub fn new(db: Db, id: ObjectId) -> ObjectStorage {
+        ObjectStorage::with_quota(db, id, 0)
+    }
+
+    /// A view of `id`'s keys that refuses writes past `quota` bytes (0: none).
+    pub fn with_quota(db: Db, id: ObjectId, quota: u64) -> ObjectStorage {
         ObjectStorage {
             db,
             id,
             batch: WriteSet::default(),
             event: WriteSet::default(),
+            quota,
+            committed_usage: None,
+            batch_delta: 0,
+            event_delta: 0,
         }
     }
 
@@ -244,14 +291,59 @@ impl ObjectStorage {
     /// discarded (the guest trapped).
     pub fn end_event(&mut self, keep: bool) {
         let event = std::mem::take(&mut self.event);
+        let delta = std::mem::take(&mut self.event_delta);
         if keep {
             self.batch.absorb(event);
+            self.batch_delta += delta;
         }
     }
 
     /// Takes the batch's writes for commit.
     pub fn take_batch(&mut self) -> WriteSet {
+        self.committed_usage = None;
+        self.batch_delta = 0;
         std::mem::take(&mut self.batch)
+    }
+
+    /// Bytes (keys + values) the object uses, as this event sees it.
+    pub fn usage(&mut self) -> Result<u64, StorageError> {
+        let committed = match self.committed_usage {
+            Some(u) => u,
+            None => {
+                let u = self.db.usage(&self.id)?;
+                self.committed_usage = Some(u);
+                u
+            }
+        };
+        let now =
+            i64::try_from(committed).unwrap_or(i64::MAX) + self.batch_delta + self.event_delta;
+        Ok(u64::try_from(now).unwrap_or(0))
+    }
+
+    /// How much writing `entries` would change the usage by.
+    fn delta_of(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<i64, StorageError> {
+        let mut delta = 0;
+        for (k, v) in entries {
+            let old = self.get(k)?.map_or(0, |old| entry_size(k, &old));
+            delta += entry_size(k, v) - old;
+        }
+        Ok(delta)
+    }
+
+    /// Buffers writes, all or none, within the quota.
+    pub fn put_many(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), WriteError> {
+        if self.quota > 0 {
+            let delta = self.delta_of(&entries)?;
+            let after = i64::try_from(self.usage()?).unwrap_or(i64::MAX) + delta;
+            if delta > 0 && after > i64::try_from(self.quota).unwrap_or(i64::MAX) {
+                return Err(WriteError::QuotaExceeded(self.quota));
+            }
+            self.event_delta += delta;
+        }
+        for (k, v) in entries {
+            self.event.entries.insert(k, Some(v));
+        }
+        Ok(())
     }
 
     /// Reads a key: the event's writes, then the batch's, then the database.
@@ -265,16 +357,19 @@ impl ObjectStorage {
         self.db.get(&self.id, key)
     }
 
-    /// Buffers a write in the event's write set.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.event.entries.insert(key, Some(value));
+    /// Buffers a write in the event's write set, within the quota.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), WriteError> {
+        self.put_many(vec![(key, value)])
     }
 
     /// Buffers a delete; returns whether the key existed.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<bool, StorageError> {
-        let existed = self.get(&key)?.is_some();
+        let old = self.get(&key)?;
+        if let Some(old) = &old {
+            self.event_delta -= entry_size(&key, old);
+        }
         self.event.entries.insert(key, None);
-        Ok(existed)
+        Ok(old.is_some())
     }
 
     /// The pending alarm as this event sees it.
@@ -299,6 +394,22 @@ impl ObjectStorage {
     pub fn delete_all(&mut self) {
         self.event.clear = true;
         self.event.entries.clear();
+        // Everything is gone: the usage drops to zero.
+        let committed = self
+            .committed_usage
+            .map_or(0, |u| i64::try_from(u).unwrap_or(i64::MAX));
+        self.event_delta = match self.committed_usage {
+            Some(_) => -(committed + self.batch_delta),
+            None => {
+                // Unknown committed usage: read it so the delta is exact.
+                let c = self
+                    .db
+                    .usage(&self.id)
+                    .map_or(0, |u| i64::try_from(u).unwrap_or(i64::MAX));
+                self.committed_usage = Some(u64::try_from(c).unwrap_or(0));
+                -(c + self.batch_delta)
+            }
+        };
     }
 
     /// Lists entries in key order (or reverse), merging the layers.

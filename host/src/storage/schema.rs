@@ -9,3 +9,7 @@ pub const KV: TableDefinition<(&str, &str, &[u8]), &[u8]> = TableDefinition::new
 
 /// Each object's pending alarm: `(class, name) → at_ms` (ms since the epoch).
 pub const ALARMS: TableDefinition<(&str, &str), u64> = TableDefinition::new("alarms");
+
+/// Bytes (keys + values) each object stores: `(class, name) → bytes`, kept
+/// exact by the committer, for the per-object quota.
+pub const USAGE: TableDefinition<(&str, &str), u64> = TableDefinition::new("usage");

@@ -73,14 +73,16 @@ async fn storage_matches_a_model_across_events_traps_and_commits() {
     // A neighbour object whose keys must never show up.
     let other = ObjectId::new("test", "model\u{1}");
     let mut neighbour = ObjectStorage::new(db.clone(), other.clone());
-    neighbour.put(b"a1".to_vec(), b"other".to_vec());
+    neighbour
+        .put(b"a1".to_vec(), b"other".to_vec())
+        .expect("put");
     neighbour.end_event(true);
     committer
         .commit(other, neighbour.take_batch())
         .await
         .expect("commit");
 
-    let mut storage = ObjectStorage::new(db.clone(), id.clone());
+    let mut storage = ObjectStorage::with_quota(db.clone(), id.clone(), 1 << 30);
     let mut committed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut batch = committed.clone();
     for seed in 1..=40u64 {
@@ -91,7 +93,7 @@ async fn storage_matches_a_model_across_events_traps_and_commits() {
                 match rng.below(10) {
                     0..=3 => {
                         let (k, v) = (key(&mut rng), rng.next().to_le_bytes().to_vec());
-                        storage.put(k.clone(), v.clone());
+                        storage.put(k.clone(), v.clone()).expect("within the quota");
                         view.insert(k, v);
                     }
                     4 | 5 => {
@@ -132,6 +134,9 @@ async fn storage_matches_a_model_across_events_traps_and_commits() {
                 .await
                 .expect("commit");
             committed = batch.clone();
+            let used: usize = committed.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert_eq!(db.usage(&id).expect("usage"), used as u64, "usage is exact");
+            assert_eq!(storage.usage().expect("usage"), used as u64);
             // A fresh view (as after a restart) sees exactly what was committed.
             let fresh = ObjectStorage::new(db.clone(), id.clone());
             assert_eq!(
@@ -141,6 +146,54 @@ async fn storage_matches_a_model_across_events_traps_and_commits() {
         }
     }
     let _ = committed;
+}
+
+#[tokio::test]
+async fn the_quota_refuses_growth_but_not_shrinking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("quota.redb")).expect("open");
+    let (committer, _thread) =
+        Committer::start(db.clone(), Durability::None, Arc::new(Metrics::default()))
+            .expect("start");
+    let id = ObjectId::new("test", "quota");
+    let mut s = ObjectStorage::with_quota(db.clone(), id.clone(), 100);
+    s.put(b"a".to_vec(), vec![0; 59]).expect("60 bytes fit");
+    s.end_event(true);
+    committer
+        .commit(id.clone(), s.take_batch())
+        .await
+        .expect("commit");
+    assert!(matches!(
+        s.put(b"b".to_vec(), vec![0; 59]),
+        Err(WriteError::QuotaExceeded(100))
+    ));
+    assert!(matches!(
+        s.put_many(vec![
+            (b"c".to_vec(), vec![0; 10]),
+            (b"d".to_vec(), vec![0; 40])
+        ]),
+        Err(WriteError::QuotaExceeded(100))
+    ));
+    assert_eq!(
+        s.get(b"c").expect("get"),
+        None,
+        "put-many is all or nothing"
+    );
+    s.put(b"a".to_vec(), vec![0; 9]).expect("shrinking is fine");
+    s.put(b"b".to_vec(), vec![0; 59]).expect("now it fits");
+    s.end_event(true);
+    committer
+        .commit(id.clone(), s.take_batch())
+        .await
+        .expect("commit");
+    assert_eq!(db.usage(&id).expect("usage"), 70);
+    s.delete_all();
+    s.end_event(true);
+    committer
+        .commit(id.clone(), s.take_batch())
+        .await
+        .expect("commit");
+    assert_eq!(db.usage(&id).expect("usage"), 0);
 }
 
 #[test]
