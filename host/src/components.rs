@@ -74,6 +74,19 @@ impl Components {
             .max_tables_per_component(8)
             .max_memory_size(config.limits.max_instance_memory_bytes);
         ec.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        // Compiled components are cached next to the database, keyed by content
+        // and engine settings: later starts skip Cranelift entirely (faster, and
+        // its code never has to be paged in).
+        if let Some(dir) = cache_dir(config) {
+            let mut cc = wasmtime::CacheConfig::new();
+            cc.with_directory(dir);
+            match wasmtime::Cache::new(cc) {
+                Ok(cache) => {
+                    ec.cache(Some(cache));
+                }
+                Err(e) => tracing::warn!("compiled-component cache disabled: {e:#}"),
+            }
+        }
         let engine = Engine::new(&ec).map_err(|e| ComponentError::Engine(e.to_string()))?;
         let mut linker: Linker<ObjectCtx> = Linker::new(&engine);
         // std's WASI imports, with an empty context: no files, network or env.
@@ -140,6 +153,19 @@ impl Drop for Components {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// `<data dir>/cache`, beside the database file.
+fn cache_dir(config: &Config) -> Option<PathBuf> {
+    let parent = config.data.parent()?;
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    // The cache wants an absolute path; the data directory may not exist yet.
+    std::fs::create_dir_all(parent).ok()?;
+    Some(std::fs::canonicalize(parent).ok()?.join("cache"))
 }
 
 fn compile(engine: &Engine, class: &str, bytes: &[u8]) -> Result<Component, ComponentError> {

@@ -80,9 +80,8 @@ fn serve(args: ServeArgs) -> Result<(), roomhost::Error> {
             source,
         })?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| roomhost::Error::Io {
+        let listener =
+            roomhost::server::listen(config.listen).map_err(|source| roomhost::Error::Io {
                 context: format!("cannot listen on {}", config.listen),
                 source,
             })?;

@@ -129,6 +129,22 @@ impl Server {
     }
 }
 
+/// The accept backlog: many clients connecting at once (a room filling up, every
+/// client reconnecting after a restart) must not overflow the kernel's queue.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deep accept backlog.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs a host on `listener` with `config` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,

@@ -146,6 +146,23 @@ async fn the_live_instance_cap_evicts_the_least_recently_used_first() {
     assert_eq!(a.recv_text().await, "a");
     assert_eq!(host.stats().wakes, 1);
     assert!(host.stats().instances_live <= 2);
+    // Rotating through more objects than slots keeps working, promptly.
+    let started = std::time::Instant::now();
+    for round in 0..3 {
+        for name in ["d", "e", "f", "g"] {
+            let (status, body) = host.http("GET", &format!("/probe/{name}/self"), b"").await;
+            assert_eq!(
+                (status, body.as_str()),
+                (200, format!("probe/{name}").as_str()),
+                "round {round}"
+            );
+            assert!(host.stats().instances_live <= 2);
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "no waiting for a slot"
+    );
     host.stop().await;
 }
 

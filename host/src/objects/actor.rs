@@ -197,6 +197,8 @@ impl Actor {
         {
             let ctx = live.store.into_data();
             self.state = State::Parked(ctx.core);
+            // Give back the live-instance slot (the permit drops with `live`).
+            self.rt.live.release(self.generation);
             self.rt.metrics.instance_dropped();
         }
     }
@@ -214,6 +216,9 @@ impl Actor {
             self.state = State::Parked(core);
             return Err(EventError::NoSuchClass(self.id.class.clone()));
         };
+        // A fresh slot: an eviction request meant for an earlier instance must not
+        // evict this one.
+        self.slot = Arc::new(LiveSlot::default());
         let Some(permit) = self.rt.live.acquire(self.generation, &self.slot).await else {
             self.state = State::Parked(core);
             return Err(EventError::Instantiate {
