@@ -4,8 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Guest crates built here; the first two are embedded as built-in classes.
-const GUESTS: &[&str] = &["chat-room", "rate-limiter", "probe"];
+/// Guest crates built here: the built-in classes (embedded), the test guest,
+/// and the examples (loaded from their files by the tests).
+const GUESTS: &[&str] = &[
+    "chat-room",
+    "rate-limiter",
+    "probe",
+    "counter",
+    "session-manager",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets this"));
@@ -13,7 +20,7 @@ fn main() {
         .parent()
         .expect("host/ is inside the workspace")
         .to_path_buf();
-    for dir in ["wit", "guests"] {
+    for dir in ["wit", "guests", "examples"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = root.join("target").join("guests");

@@ -18,6 +18,7 @@
 //!   bounded send queues.
 //! - [`bindings`] — the `roomhost:object` world (`wit/`), generated once.
 //! - [`metrics`] — counters about the host itself.
+//! - [`memory`] — gives freed memory back to the OS while the host is idle.
 //! - [`error`] — narrow errors under one [`Error`].
 
 pub mod alarms;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod memory;
 pub mod metrics;
 pub mod objects;
 pub mod server;

@@ -175,7 +175,7 @@ async fn to_object(
     };
     let (reply, wait) = oneshot::channel();
     let event = Event::Request {
-        request,
+        request: Box::new(request),
         socket: conn.clone(),
         reply,
     };
@@ -199,7 +199,8 @@ async fn to_object(
                 max_frame_bytes: rt.config.limits.max_frame_bytes,
                 metrics: rt.metrics.clone(),
             };
-            rt.tasks.spawn(async move {
+            let tracker = rt.tasks.clone();
+            let task = async move {
                 let upgraded = match fut.await {
                     Ok(ws) => ws.into_inner().into_inner(),
                     Err(e) => {
@@ -221,13 +222,11 @@ async fn to_object(
                 // handshake): no hyper or WebSocket buffers while idle.
                 match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {
-                        crate::sockets::conn::run(
-                            conn,
-                            parts.io.into_inner(),
-                            parts.read_buf,
-                            params,
-                        )
-                        .await;
+                        // A task of its own, so the connection does not carry the
+                        // upgrade's state for its whole life.
+                        let stream = parts.io.into_inner();
+                        let run = crate::sockets::conn::run(conn, stream, parts.read_buf, params);
+                        tracker.spawn(run);
                     }
                     Err(_) => {
                         tracing::error!("upgraded connection is not a TCP stream");
@@ -243,7 +242,9 @@ async fn to_object(
                             .ok();
                     }
                 }
-            });
+            };
+            rt.tasks.spawn(task);
+
             let (parts, _) = response.into_parts();
             HttpResponse::from_parts(parts, Full::new(Bytes::new()))
         }

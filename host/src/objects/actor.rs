@@ -474,21 +474,18 @@ impl Actor {
                     }
                     r.map(|()| Pending::Nothing)
                 }
-                Event::Call {
-                    method,
-                    payload,
-                    reply,
-                    ..
-                } => match handler.call_on_call(&mut *store, &method, &payload).await {
-                    Ok(r) => Ok(Pending::Call(reply, Ok(r))),
-                    Err(e) => {
-                        let _ = reply.send(Err(EventError::Trap {
-                            object: self.id.clone(),
-                            message: format!("{e:#}"),
-                        }));
-                        Err(e)
+                Event::Call { call, reply, .. } => {
+                    match handler.call_on_call(&mut *store, &call.0, &call.1).await {
+                        Ok(r) => Ok(Pending::Call(reply, Ok(r))),
+                        Err(e) => {
+                            let _ = reply.send(Err(EventError::Trap {
+                                object: self.id.clone(),
+                                message: format!("{e:#}"),
+                            }));
+                            Err(e)
+                        }
                     }
-                },
+                }
             },
         };
         match result {

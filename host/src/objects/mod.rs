@@ -39,8 +39,8 @@ use crate::storage::{Db, ObjectStorage};
 pub enum Event {
     /// An HTTP request; `socket` is set when it asks for a WebSocket.
     Request {
-        /// The request as the guest sees it.
-        request: Request,
+        /// The request as the guest sees it (boxed: events stay small).
+        request: Box<Request>,
         /// The connection to register if the guest accepts the upgrade.
         socket: Option<Arc<SocketConn>>,
         /// Where the reply goes, after the event's writes are durable.
@@ -71,10 +71,8 @@ pub enum Event {
     },
     /// A call from another object.
     Call {
-        /// The method.
-        method: String,
-        /// The payload.
-        payload: Vec<u8>,
+        /// The method and the payload (boxed: events stay small).
+        call: Box<(String, Vec<u8>)>,
         /// The objects waiting on this call, outermost first.
         chain: Arc<Vec<ObjectId>>,
         /// Where the result goes.
@@ -94,6 +92,15 @@ impl ObjectHandle {
     /// Queues an event; gives it back when the actor is gone.
     pub async fn send(&self, event: Event) -> Result<(), Event> {
         self.tx.send(event).await.map_err(|e| e.0)
+    }
+
+    /// Queues an event without waiting: `Err(Some(event))` when the mailbox is
+    /// full, `Err(None)` when the actor is gone.
+    pub fn try_send(&self, event: Event) -> Result<(), Option<Event>> {
+        self.tx.try_send(event).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(ev) => Some(ev),
+            mpsc::error::TrySendError::Closed(_) => None,
+        })
     }
 }
 
@@ -316,8 +323,7 @@ impl Runtime {
             self.send(
                 id,
                 Event::Call {
-                    method,
-                    payload,
+                    call: Box::new((method, payload)),
                     chain,
                     reply,
                 },
@@ -386,5 +392,20 @@ impl WasiView for ObjectCtx {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_stay_small() {
+        // Every queued event and every idle connection's state holds one.
+        assert!(
+            std::mem::size_of::<Event>() <= 80,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
     }
 }

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::frames::{Decoder, Incoming, OpCode};
 use crate::bindings::Frame;
@@ -84,8 +84,8 @@ pub struct SocketConn {
     max_queue_bytes: usize,
     out: Mutex<Outbound>,
     wake: Notify,
-    /// Cancelled when the connection must end now (overflow, shutdown).
-    ended: CancellationToken,
+    /// Set when the connection must end now (overflow, shutdown).
+    ended: AtomicBool,
     /// The close frame has been handed to the connection task.
     close_taken: AtomicBool,
     /// When the host last answered the auto-response (ms since the epoch; 0: never).
@@ -102,7 +102,7 @@ impl SocketConn {
             max_queue_bytes,
             out: Mutex::new(Outbound::default()),
             wake: Notify::new(),
-            ended: CancellationToken::new(),
+            ended: AtomicBool::new(false),
             close_taken: AtomicBool::new(false),
             last_auto_response: AtomicU64::new(0),
             auto: std::sync::OnceLock::new(),
@@ -161,12 +161,12 @@ impl SocketConn {
 
     /// True once the connection must end now.
     pub fn is_ended(&self) -> bool {
-        self.ended.is_cancelled()
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Ends the connection now.
     pub fn end(&self) {
-        self.ended.cancel();
+        self.ended.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
@@ -288,16 +288,19 @@ async fn serve(
     let mut decoder = Decoder::new(params.max_frame_bytes);
     // Buffers exist only while there is something in them.
     let mut inbuf: Option<BytesMut> = (!read_buf.is_empty()).then(|| BytesMut::from(&read_buf[..]));
+    // `read_buf` may share hyper's whole read buffer: do not keep it alive.
+    drop(read_buf);
     let mut outbuf: Option<BytesMut> = None;
     let mut read_closed = false;
     // Set once the close handshake is under way: (code, reason) to report.
     let mut closing: Option<(u16, String)> = None;
     let mut close_deadline: Option<tokio::time::Instant> = None;
+    let lost = || (1006, "connection lost".to_string());
     loop {
         // 1. Decode and dispatch every whole message already buffered.
         if let Some(buf) = inbuf.as_mut() {
             loop {
-                match decoder.decode(buf) {
+                let frame = match decoder.decode(buf) {
                     Ok(None) => break,
                     Ok(Some(Incoming::Text(text))) => {
                         if let Some(resp) = conn.auto.get().and_then(|a| a.answer(&text)) {
@@ -306,23 +309,17 @@ async fn serve(
                             conn.push(resp);
                             continue;
                         }
-                        if !dispatch(conn, params, Frame::Text(text)).await {
-                            return (1001, "object unavailable".into());
-                        }
+                        Frame::Text(text)
                     }
-                    Ok(Some(Incoming::Binary(data))) => {
-                        if !dispatch(conn, params, Frame::Binary(data)).await {
-                            return (1001, "object unavailable".into());
-                        }
-                    }
+                    Ok(Some(Incoming::Binary(data))) => Frame::Binary(data),
                     Ok(Some(Incoming::Ping(payload))) => {
                         conn.push(encode_frame(OpCode::Pong, &payload));
+                        continue;
                     }
-                    Ok(Some(Incoming::Pong)) => {}
+                    Ok(Some(Incoming::Pong)) => continue,
                     Ok(Some(Incoming::Close(code, reason))) => {
                         // Echo the close, then hang up once it is written.
-                        let echo = if code == 1005 { 1000 } else { code };
-                        conn.close(echo, "");
+                        conn.close(if code == 1005 { 1000 } else { code }, "");
                         read_closed = true;
                         closing.get_or_insert((code, reason));
                         break;
@@ -334,6 +331,9 @@ async fn serve(
                         closing.get_or_insert((code, why.to_string()));
                         break;
                     }
+                };
+                if !dispatch(conn, params, frame).await {
+                    return (1001, "object unavailable".into());
                 }
             }
             if buf.is_empty() && decoder.is_idle() {
@@ -355,7 +355,7 @@ async fn serve(
             match stream.try_write(out) {
                 Ok(n) => out.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return closing.unwrap_or((1006, "connection lost".into())),
+                Err(_) => return closing.unwrap_or_else(lost),
             }
         }
         let out_empty = outbuf.as_ref().is_none_or(|b| b.is_empty());
@@ -367,48 +367,68 @@ async fn serve(
                 // The host or the guest closed it: wait briefly for the echo.
                 closing = Some(conn.end_reason());
             }
-            if out_empty
-                && (read_closed || close_deadline.is_some_and(|d| d <= tokio::time::Instant::now()))
-            {
+            let now = tokio::time::Instant::now();
+            if out_empty && (read_closed || close_deadline.is_some_and(|d| d <= now)) {
                 return closing.unwrap_or((1000, String::new()));
             }
-            close_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_WAIT);
+            close_deadline.get_or_insert(now + CLOSE_WAIT);
         }
         if conn.is_ended() {
             // Ending now: what the socket did not take is dropped.
             return closing.unwrap_or_else(|| conn.end_reason());
         }
 
-        // 3. Wait for the next thing to do.
-        tokio::select! {
-            r = stream.readable(), if !read_closed => {
-                if r.is_err() {
-                    return closing.unwrap_or((1006, "connection lost".into()));
+        // 3. Wait for the next thing to do: one readiness future and one
+        //    notification (small: this state is what an idle connection costs).
+        let mut interest: Option<Interest> = None;
+        if !read_closed {
+            interest = Some(Interest::READABLE);
+        }
+        if !out_empty {
+            interest = Some(interest.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
+        }
+        let wait = async {
+            match interest {
+                Some(i) => tokio::select! {
+                    r = stream.ready(i) => r.map(Some),
+                    _ = conn.wake.notified() => Ok(None),
+                },
+                None => {
+                    conn.wake.notified().await;
+                    Ok(None)
                 }
-                let buf = inbuf.get_or_insert_with(BytesMut::new);
-                // `decode` has already refused a header that declares too much.
-                let want = decoder.wanted(buf).max(READ_CHUNK).min(params.max_frame_bytes.max(READ_CHUNK) + 14);
-                buf.reserve(want);
-                match stream.try_read_buf(buf) {
-                    Ok(0) => {
-                        read_closed = true;
-                        if closing.is_none() {
-                            return (1006, "connection lost".into());
-                        }
+            }
+        };
+        let ready = match close_deadline {
+            // Only a closing connection pays for a timer.
+            Some(deadline) => Box::pin(tokio::time::timeout_at(deadline, wait))
+                .await
+                .unwrap_or(Ok(None)),
+            None => wait.await,
+        };
+        let ready = match ready {
+            Ok(r) => r,
+            Err(_) => return closing.unwrap_or_else(lost),
+        };
+        if ready.is_some_and(|r| r.is_readable() || r.is_read_closed()) {
+            let buf = inbuf.get_or_insert_with(BytesMut::new);
+            // `decode` has already refused a header that declares too much.
+            let want = decoder
+                .wanted(buf)
+                .max(READ_CHUNK)
+                .min(params.max_frame_bytes.max(READ_CHUNK) + 14);
+            buf.reserve(want);
+            match stream.try_read_buf(buf) {
+                Ok(0) => {
+                    read_closed = true;
+                    if closing.is_none() {
+                        return lost();
                     }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return closing.unwrap_or((1006, "connection lost".into())),
                 }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return closing.unwrap_or_else(lost),
             }
-            r = stream.writable(), if !out_empty => {
-                if r.is_err() {
-                    return closing.unwrap_or((1006, "connection lost".into()));
-                }
-            }
-            _ = conn.wake.notified() => {}
-            _ = conn.ended.cancelled(), if !conn.is_ended() => {}
-            _ = tokio::time::sleep_until(close_deadline.unwrap_or_else(tokio::time::Instant::now)), if close_deadline.is_some() => {}
         }
     }
 }
@@ -419,15 +439,18 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 4096;
 
 async fn dispatch(conn: &SocketConn, params: &ConnParams, frame: Frame) -> bool {
-    params
-        .object
-        .send(Event::SocketMessage {
-            id: conn.id,
-            frame,
-            at: tokio::time::Instant::now(),
-        })
-        .await
-        .is_ok()
+    let event = Event::SocketMessage {
+        id: conn.id,
+        frame,
+        at: tokio::time::Instant::now(),
+    };
+    match params.object.try_send(event) {
+        Ok(()) => true,
+        // A full mailbox: wait (backpressure). Boxed, so that the rare slow path
+        // does not make every idle connection's state larger.
+        Err(Some(event)) => Box::pin(params.object.send(event)).await.is_ok(),
+        Err(None) => false,
+    }
 }
 
 /// Milliseconds since the Unix epoch.

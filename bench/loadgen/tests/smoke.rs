@@ -1,0 +1,254 @@
+//! Smoke tests: every scenario with tiny parameters against a real roomhost
+//! started in-process on 127.0.0.1:0 with a fresh redb file.
+//!
+//! The host runs with its rate limiter on (the default config), so every
+//! client here sends at most 3 messages — each from its own source address.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loadgen::metrics::MetricsFetch;
+use loadgen::{
+    Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, ScenarioFailed, WakeOpts, durable, fanout,
+    idle, join, wake,
+};
+use roomhost::{Config, Server};
+use tokio::sync::oneshot;
+
+struct Host {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    join: tokio::task::JoinHandle<roomhost::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_host(tweak: impl FnOnce(&mut Config)) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = Config {
+        data: dir.path().join("db.redb"),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let server = Server::new(config).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let join = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Host {
+        addr,
+        stop,
+        join,
+        _dir: dir,
+    }
+}
+
+impl Host {
+    fn common(&self) -> Common {
+        Common {
+            timeout_secs: 30,
+            ..Common::new(self.addr)
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.join)
+            .await
+            .expect("host stops in time")
+            .expect("host task")
+            .expect("host shut down cleanly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fanout_burst_delivers_everything() {
+    let host = start_host(|_| {}).await;
+    let opts = FanoutOpts {
+        clients: 6,
+        rooms: 2,
+        senders: 2,
+        messages: 3,
+        interval_ms: None,
+        drain_secs: 5,
+    };
+    let r = fanout(&host.common(), &opts).await.unwrap();
+    println!("{r}");
+    // 2 rooms × 2 senders × 3 messages × 3 members.
+    assert_eq!(r.expected, 36);
+    assert_eq!(r.deliveries, 36);
+    assert_eq!(r.missing, 0);
+    assert_eq!(r.sent, 12);
+    assert_eq!(r.rate_limited, 0);
+    // Each message reaches the 2 other members of its room.
+    assert_eq!(r.latency.count, 24);
+    assert_eq!(r.echo_latency.count, 12);
+    assert!(r.deliveries_per_s > 0.0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fanout_paced_delivers_everything() {
+    let host = start_host(|_| {}).await;
+    let opts = FanoutOpts {
+        clients: 4,
+        rooms: 1,
+        senders: 2,
+        messages: 3,
+        interval_ms: Some(20),
+        drain_secs: 5,
+    };
+    let r = fanout(&host.common(), &opts).await.unwrap();
+    assert_eq!((r.deliveries, r.expected), (24, 24));
+    // 3 messages 20 ms apart: the window is at least 40 ms.
+    assert!(r.window_s >= 0.04, "{r}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fanout_reports_rate_limiting_as_a_failure() {
+    let host = start_host(|_| {}).await;
+    let opts = FanoutOpts {
+        clients: 2,
+        rooms: 1,
+        senders: 1,
+        messages: 8,
+        interval_ms: None,
+        drain_secs: 5,
+    };
+    let err = fanout(&host.common(), &opts).await.unwrap_err();
+    let failed = err.downcast_ref::<ScenarioFailed>().expect("a report");
+    assert!(failed.reason.contains("rate-limited"), "{failed}");
+    let limited = failed.json["rate_limited"].as_u64().unwrap();
+    let delivered = failed.json["deliveries"].as_u64().unwrap();
+    assert!(limited >= 1, "{failed}");
+    // What was not refused reached both members.
+    assert_eq!(delivered, 2 * (8 - limited), "{failed}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_everyone_gets_ready() {
+    let host = start_host(|_| {}).await;
+    let r = join(
+        &host.common(),
+        &JoinOpts {
+            clients: 10,
+            rooms: 2,
+        },
+    )
+    .await
+    .unwrap();
+    println!("{r}");
+    assert_eq!(r.join.count, 10);
+    // Room of 5: the k-th joiner sees k joined frames before ready (k−1
+    // members and itself): 1+2+3+4+5 per room; after ready, the later ones
+    // (at most 4+3+2+1 per room: the clients close as soon as the last one
+    // is ready, possibly before the last broadcasts reach everyone).
+    assert_eq!(r.joined_frames_before_ready, 2 * 15);
+    assert!(r.joined_frames_after_ready <= 2 * (4 + 3 + 2 + 1), "{r}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wake_after_eviction() {
+    let host = start_host(|c| c.idle_timeout_ms = 30).await;
+    let opts = WakeOpts {
+        rooms: 2,
+        clients_per_room: 2,
+        rounds: 1,
+        idle_ms: 100,
+    };
+    let r = wake(&host.common(), &opts).await.unwrap();
+    println!("{r}");
+    assert_eq!(r.latency.count, 2, "one other client per room");
+    assert_eq!(r.echo_latency.count, 2);
+    assert_eq!(r.per_round.len(), 1);
+    // The host has /metrics; tolerate one that has not.
+    if let MetricsFetch::Found { lines } = &r.metrics_after
+        && let Some((_, wakes)) = lines.iter().find(|(s, _)| s == "roomhost_wakes_total")
+    {
+        assert!(*wakes >= 2.0, "both rooms were woken: {r}");
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_measures_rss_and_fds() {
+    let host = start_host(|_| {}).await;
+    let common = Common {
+        host_pid: Some(std::process::id()),
+        ..host.common()
+    };
+    let r = idle(
+        &common,
+        &IdleOpts {
+            clients: 20,
+            rooms: 2,
+            hold_secs: 0.2,
+        },
+    )
+    .await
+    .unwrap();
+    println!("{r}");
+    assert_eq!(r.join.count, 20);
+    assert!(r.rss_before_bytes > 0 && r.rss_after_bytes > 0);
+    // In-process: both ends of 20 connections.
+    assert!(r.fds_after >= r.fds_before + 40, "{r}");
+    // Without --host-pid it refuses.
+    assert!(
+        idle(
+            &host.common(),
+            &IdleOpts {
+                clients: 1,
+                rooms: 1,
+                hold_secs: 0.0
+            }
+        )
+        .await
+        .is_err()
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn durable_every_message_acknowledged() {
+    let host = start_host(|_| {}).await;
+    let r = durable(
+        &host.common(),
+        &DurableOpts {
+            rooms: 3,
+            messages: 3,
+            window: 1,
+            drain_secs: 5,
+        },
+    )
+    .await
+    .unwrap();
+    println!("{r}");
+    assert_eq!(
+        (r.acknowledged, r.sent, r.received, r.expected),
+        (9, 9, 9, 9)
+    );
+    assert_eq!(r.ack_latency.count, 9);
+    assert!(r.durable_messages_per_s > 0.0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refuses_non_loopback_hosts() {
+    let common = Common::new("192.0.2.1:8080".parse().unwrap());
+    let err = join(
+        &common,
+        &JoinOpts {
+            clients: 1,
+            rooms: 1,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
