@@ -48,6 +48,10 @@ pub struct Config {
     pub data: PathBuf,
     /// Commit durability. Default `immediate`.
     pub durability: Durability,
+    /// Commit the batches of all objects that finished together, in one redb
+    /// transaction and one fsync (default). `false` commits each object's batch
+    /// on its own — only to measure what group commit buys.
+    pub group_commit: bool,
     /// Trust the last `X-Forwarded-For` entry as the client IP (only behind a
     /// proxy you run). Default false: the TCP peer address is the client IP.
     pub trust_forwarded_for: bool,
@@ -122,6 +126,11 @@ pub struct ClassConfig {
     /// `builtin:NAME` for a component embedded in the binary, else a path to a
     /// `.wasm` component file (relative to the working directory).
     pub component: String,
+    /// Settings for the class's objects, like a Worker's vars: the guest reads
+    /// them as environment variables (`std::env::var`). Nothing else of the
+    /// host's environment is visible to guests.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// One HTTP route. Exactly one of `object`, `unique_id`, `page` is set.
@@ -149,21 +158,44 @@ pub struct RouteConfig {
     pub max_name_chars: Option<usize>,
 }
 
+impl ClassConfig {
+    /// A class run by `component` (`builtin:NAME` or a `.wasm` path), no vars.
+    pub fn new(component: impl Into<String>) -> ClassConfig {
+        ClassConfig {
+            component: component.into(),
+            vars: BTreeMap::new(),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// A route from `path` (with `{name}`) to objects of `class`.
+    pub fn object(path: impl Into<String>, class: impl Into<String>) -> RouteConfig {
+        RouteConfig {
+            path: path.into(),
+            method: None,
+            object: Some(class.into()),
+            unique_id: None,
+            page: None,
+            max_name_chars: None,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         let mut classes = BTreeMap::new();
         for name in crate::components::BUILTIN_NAMES {
             classes.insert(
                 name.to_string(),
-                ClassConfig {
-                    component: format!("builtin:{name}"),
-                },
+                ClassConfig::new(format!("builtin:{name}")),
             );
         }
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data: PathBuf::from("data/roomhost.redb"),
             durability: Durability::Immediate,
+            group_commit: true,
             trust_forwarded_for: false,
             idle_timeout_ms: 10_000,
             max_live_instances: 1_000,

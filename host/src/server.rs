@@ -37,11 +37,16 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let db = Db::open(&config.data)?;
         let components = Components::load(&config)?;
-        let (committer, thread) = Committer::start(db.clone(), config.durability, metrics.clone())
-            .map_err(|source| Error::Io {
-                context: "cannot start the committer thread".into(),
-                source,
-            })?;
+        let (committer, thread) = Committer::start_with(
+            db.clone(),
+            config.durability,
+            config.group_commit,
+            metrics.clone(),
+        )
+        .map_err(|source| Error::Io {
+            context: "cannot start the committer thread".into(),
+            source,
+        })?;
         let (alarms, scheduler) = crate::alarms::Scheduler::start();
         let rt = Runtime::new(config, components, db, committer, metrics, alarms);
         rt.tasks

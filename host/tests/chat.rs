@@ -186,6 +186,22 @@ async fn one_ip_is_rate_limited_after_its_grace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_var_turns_the_rate_limiter_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    let chat = config.classes.get_mut("chat-room").unwrap();
+    chat.vars.insert("RATE_LIMIT".into(), "off".into());
+    let host = start_host(config).await;
+    let (mut c, _) = join_chat(&host, ip(9), "unlimited", "fast").await;
+    for i in 0..20 {
+        c.send_json(json!({"message": format!("m{i}")})).await;
+    }
+    let got = recv_messages(&mut c, 20).await;
+    assert_eq!(got.len(), 20, "no message was limited");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_never_see_each_others_messages() {
     let dir = tempfile::tempdir().unwrap();
     let host = start_host(test_config(dir.path())).await;

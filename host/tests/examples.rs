@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use roomhost::Config;
-use roomhost::config::{ClassConfig, RouteConfig};
 use roomhost::ids::ObjectId;
 use roomhost::storage::{Db, ListQuery, ObjectStorage};
 use serde_json::{Value, json};
@@ -27,20 +26,7 @@ fn examples_on(mut config: Config) -> Config {
         ("counter", "/counter/{name}/*"),
         ("session-manager", "/sessions/{name}/*"),
     ] {
-        config.classes.insert(
-            class.into(),
-            ClassConfig {
-                component: roomhost::guest_paths::wasm(class).display().to_string(),
-            },
-        );
-        config.routes.push(RouteConfig {
-            path: path.into(),
-            method: None,
-            object: Some(class.into()),
-            unique_id: None,
-            page: None,
-            max_name_chars: None,
-        });
+        add_class(&mut config, class, path);
     }
     config
 }
@@ -190,11 +176,13 @@ async fn watchers_get_every_new_value_even_after_eviction() {
     let host = start_host(examples_on(hibernating_config(dir.path(), 200))).await;
     host.http("POST", "/counter/w/increment?by=10", b"").await;
 
-    // A watcher learns the current value by asking (any frame).
+    // A new watcher is sent the current value at once, and again on asking.
     let mut a = host.ws("/counter/w/watch").await;
+    assert_eq!(a.recv_json().await, json!({"value": 10}));
     a.send_text("get").await;
     assert_eq!(a.recv_json().await, json!({"value": 10}));
     let mut b = host.ws("/counter/w/anything").await;
+    assert_eq!(b.recv_json().await, json!({"value": 10}));
 
     for expected in 11..=13 {
         host.http("POST", "/counter/w/increment", b"").await;

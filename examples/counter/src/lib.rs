@@ -47,9 +47,9 @@
 //! Any upgrade request (whatever the path) is accepted with the tag `watcher`.
 //! Every change is pushed to all watchers as `{"value":N}`; a change means the
 //! value differs from before (`increment?by=0`, or `reset` of a counter at 0,
-//! push nothing). Any frame a watcher sends (e.g. `get`) is answered, to that
-//! watcher only, with the current value: that is how a new watcher learns where
-//! the counter stands.
+//! push nothing). A new watcher first gets the current value; any frame a
+//! watcher sends (e.g. `get`) is answered, to that watcher only, with the
+//! current value again.
 
 use roomhost_sdk::{
     Frame, Object, Reply, Request, Response, SocketId, accept, log, objects, sockets, storage,
@@ -66,7 +66,12 @@ struct Counter;
 
 impl Object for Counter {
     fn on_request(request: Request) -> Reply {
-        if request.websocket.is_some() {
+        if let Some(id) = request.websocket {
+            // A new watcher starts from the current value (the frame is
+            // delivered once the upgrade completes).
+            if let Ok(current) = load() {
+                send(id, current);
+            }
             return accept(&[WATCHER]);
         }
         let Some(op) = operation(&request.path) else {

@@ -420,7 +420,12 @@ impl Actor {
                     request,
                     socket,
                     reply,
-                } => match handler.call_on_request(&mut *store, &request).await {
+                } => match {
+                    store.data_mut().pending_socket = socket.clone();
+                    let r = handler.call_on_request(&mut *store, &request).await;
+                    store.data_mut().pending_socket = None;
+                    r
+                } {
                     Ok(r) => {
                         let r = match (r, socket) {
                             (Reply::AcceptWebsocket(accept), Some(conn)) => {

@@ -357,6 +357,9 @@ pub struct ObjectCtx {
     pub(crate) chain: Arc<Vec<ObjectId>>,
     /// Epoch ticks the running event has used.
     pub(crate) ticks: u64,
+    /// The socket an upgrade request would create, during that request: the
+    /// guest may already send to it (delivered once the upgrade completes).
+    pub(crate) pending_socket: Option<Arc<SocketConn>>,
     pub(crate) limits: StoreLimits,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -370,17 +373,24 @@ impl ObjectCtx {
             .tables(20)
             .memories(4)
             .build();
+        // std's WASI imports need a context; it grants nothing but stderr (so
+        // guest panic messages reach the host's log), the clocks, and the
+        // class's configured vars as environment variables.
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.inherit_stderr();
+        if let Some(class) = core.rt.config.classes.get(&core.id.class) {
+            for (k, v) in &class.vars {
+                wasi.env(k, v);
+            }
+        }
         ObjectCtx {
             chain: Arc::new(vec![core.id.clone()]),
             core,
             outbox: Vec::new(),
             ticks: 0,
+            pending_socket: None,
             limits,
-            // std's WASI imports need a context; it grants nothing but stderr
-            // (so guest panic messages reach the host's log) and the clocks.
-            wasi: wasmtime_wasi::WasiCtxBuilder::new()
-                .inherit_stderr()
-                .build(),
+            wasi: wasi.build(),
             table: ResourceTable::new(),
         }
     }

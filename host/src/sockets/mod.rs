@@ -189,8 +189,16 @@ pub fn validate_attachment(a: &Option<Vec<u8>>) -> Result<(), SocketError> {
 
 impl Host for ObjectCtx {
     fn send(&mut self, id: SocketId, frame: Frame) -> Result<(), SocketError> {
-        let entry = self.core.sockets.get(id).ok_or(SocketError::NotFound)?;
-        let conn = entry.conn.clone();
+        let conn = match self.core.sockets.get(id) {
+            Some(entry) => entry.conn.clone(),
+            // The socket this very request is about to accept.
+            None => self
+                .pending_socket
+                .as_ref()
+                .filter(|c| c.id() == id)
+                .ok_or(SocketError::NotFound)?
+                .clone(),
+        };
         self.outbox
             .push(Output::Frame(vec![conn], conn::encode_guest_frame(&frame)));
         Ok(())

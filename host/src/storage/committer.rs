@@ -48,10 +48,21 @@ impl Committer {
         durability: Durability,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Committer, CommitterThread)> {
+        Committer::start_with(db, durability, true, metrics)
+    }
+
+    /// Starts the committer thread; without `group`, each batch is committed
+    /// in its own transaction (for measuring what group commit buys).
+    pub fn start_with(
+        db: Db,
+        durability: Durability,
+        group: bool,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Committer, CommitterThread)> {
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("roomhost-committer".into())
-            .spawn(move || run(db, durability, metrics, rx))?;
+            .spawn(move || run(db, durability, group, metrics, rx))?;
         Ok((Committer { tx }, CommitterThread(Some(thread))))
     }
 
@@ -65,10 +76,16 @@ impl Committer {
     }
 }
 
-fn run(db: Db, durability: Durability, metrics: Arc<Metrics>, rx: mpsc::Receiver<Request>) {
+fn run(
+    db: Db,
+    durability: Durability,
+    group: bool,
+    metrics: Arc<Metrics>,
+    rx: mpsc::Receiver<Request>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
+        while group && let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let started = Instant::now();

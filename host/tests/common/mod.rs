@@ -39,21 +39,17 @@ pub fn test_config(dir: &Path) -> Config {
         data: dir.join("roomhost.redb"),
         ..Config::default()
     };
-    config.classes.insert(
-        "probe".into(),
-        roomhost::config::ClassConfig {
-            component: roomhost::guest_paths::wasm("probe").display().to_string(),
-        },
-    );
-    config.routes.push(RouteConfig {
-        path: "/probe/{name}/*".into(),
-        method: None,
-        object: Some("probe".into()),
-        unique_id: None,
-        page: None,
-        max_name_chars: None,
-    });
+    add_class(&mut config, "probe", "/probe/{name}/*");
     config
+}
+
+/// Adds a guest the build script compiled as class `class`, routed at `path`.
+pub fn add_class(config: &mut Config, class: &str, path: &str) {
+    let wasm = roomhost::guest_paths::wasm(class).display().to_string();
+    config
+        .classes
+        .insert(class.into(), roomhost::config::ClassConfig::new(wasm));
+    config.routes.push(RouteConfig::object(path, class));
 }
 
 /// Starts a host with `config` on 127.0.0.1:0.
