@@ -52,7 +52,8 @@
 //! current value again.
 
 use roomhost_sdk::{
-    Frame, Object, Reply, Request, Response, SocketId, accept, log, objects, sockets, storage,
+    Frame, Object, Reply, Request, Response, SocketId, accept, log, objects, percent_decode,
+    query_param, sockets, storage,
 };
 use serde_json::json;
 
@@ -211,40 +212,6 @@ fn operation(path: &str) -> Option<String> {
     let op = segments.next()?;
     let before = segments.next()?;
     (percent_decode(before).as_deref() == Some(name.as_str())).then(|| op.to_string())
-}
-
-/// The first value of query parameter `name` (`%XX` decoded), if any.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| percent_decode(value).unwrap_or_else(|| value.to_string()))
-}
-
-/// Decodes `%XX` escapes; `None` if the result is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn value_json(value: i64) -> String {

@@ -47,7 +47,9 @@
 //! in storage.
 
 use roomhost_sdk::storage::{self, ListOptions, StorageError};
-use roomhost_sdk::{Object, Reply, Request, Response, alarms, log, now_ms, objects};
+use roomhost_sdk::{
+    Object, Reply, Request, Response, alarms, log, now_ms, objects, percent_decode, query_param,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -326,40 +328,6 @@ fn is_session_id(id: &str) -> bool {
 
 fn key(id: &str) -> String {
     format!("{PREFIX}{id}")
-}
-
-/// The first value of query parameter `name` (`%XX` decoded), if any.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| percent_decode(value).unwrap_or_else(|| value.to_string()))
-}
-
-/// Decodes `%XX` escapes; `None` if the result is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Encodes a value that cannot fail to encode (plain fields, string keys).

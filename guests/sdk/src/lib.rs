@@ -140,6 +140,11 @@ impl From<Response> for Reply {
 }
 
 impl Request {
+    /// The first value of a query parameter (`%XX` decoded).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        query_param(self.query.as_deref(), name)
+    }
+
     /// The value of a header (names are lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -147,6 +152,41 @@ impl Request {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The first value of parameter `name` in a query string (`%XX` decoded; the
+/// raw text when the escapes are not UTF-8).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| percent_decode(value).unwrap_or_else(|| value.to_string()))
+}
+
+/// Decodes `%XX` escapes; `None` if the result is not UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Frame {

@@ -201,26 +201,17 @@ async fn to_object(
             };
             let tracker = rt.tasks.clone();
             let task = async move {
-                let upgraded = match fut.await {
-                    Ok(ws) => ws.into_inner().into_inner(),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "WebSocket upgrade did not complete");
-                        conn.end();
-                        params
-                            .object
-                            .send(Event::SocketClosed {
-                                id: conn.id(),
-                                code: 1006,
-                                reason: "upgrade failed".into(),
-                            })
-                            .await
-                            .ok();
-                        return;
-                    }
-                };
                 // Keep only the TCP stream (and any bytes hyper read past the
                 // handshake): no hyper or WebSocket buffers while idle.
-                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                let stream = match fut.await {
+                    Ok(ws) => ws
+                        .into_inner()
+                        .into_inner()
+                        .downcast::<TokioIo<TcpStream>>()
+                        .map_err(|_| "the upgraded connection is not a TCP stream".to_string()),
+                    Err(e) => Err(format!("WebSocket upgrade did not complete: {e}")),
+                };
+                match stream {
                     Ok(parts) => {
                         // A task of its own, so the connection does not carry the
                         // upgrade's state for its whole life.
@@ -228,18 +219,15 @@ async fn to_object(
                         let run = crate::sockets::conn::run(conn, stream, parts.read_buf, params);
                         tracker.spawn(run);
                     }
-                    Err(_) => {
-                        tracing::error!("upgraded connection is not a TCP stream");
+                    Err(why) => {
+                        tracing::debug!("{why}");
                         conn.end();
-                        params
-                            .object
-                            .send(Event::SocketClosed {
-                                id: conn.id(),
-                                code: 1011,
-                                reason: "internal error".into(),
-                            })
-                            .await
-                            .ok();
+                        let closed = Event::SocketClosed {
+                            id: conn.id(),
+                            code: 1006,
+                            reason: "upgrade failed".into(),
+                        };
+                        params.object.send(closed).await.ok();
                     }
                 }
             };

@@ -420,47 +420,48 @@ impl Actor {
                     request,
                     socket,
                     reply,
-                } => match {
+                } => {
                     store.data_mut().pending_socket = socket.clone();
-                    let r = handler.call_on_request(&mut *store, &request).await;
+                    let called = handler.call_on_request(&mut *store, &request).await;
                     store.data_mut().pending_socket = None;
-                    r
-                } {
-                    Ok(r) => {
-                        let r = match (r, socket) {
-                            (Reply::AcceptWebsocket(accept), Some(conn)) => {
-                                match accept_socket(store.data_mut(), &conn, &accept) {
-                                    Ok(()) => {
-                                        accepted = Some(conn);
-                                        Ok(Reply::AcceptWebsocket(accept))
+                    match called {
+                        Ok(r) => {
+                            let r = match (r, socket) {
+                                (Reply::AcceptWebsocket(accept), Some(conn)) => {
+                                    match accept_socket(store.data_mut(), &conn, &accept) {
+                                        Ok(()) => {
+                                            accepted = Some(conn);
+                                            Ok(Reply::AcceptWebsocket(accept))
+                                        }
+                                        Err(message) => Err(EventError::Trap {
+                                            object: self.id.clone(),
+                                            message,
+                                        }),
                                     }
-                                    Err(message) => Err(EventError::Trap {
-                                        object: self.id.clone(),
-                                        message,
-                                    }),
                                 }
-                            }
-                            (Reply::AcceptWebsocket(_), None) => Err(EventError::Trap {
-                                object: self.id.clone(),
-                                message: "accepted a WebSocket on a request that is not an upgrade"
-                                    .into(),
-                            }),
-                            (r, _) => Ok(r),
-                        };
-                        Ok(Pending::Reply(reply, r))
+                                (Reply::AcceptWebsocket(_), None) => Err(EventError::Trap {
+                                    object: self.id.clone(),
+                                    message:
+                                        "accepted a WebSocket on a request that is not an upgrade"
+                                            .into(),
+                                }),
+                                (r, _) => Ok(r),
+                            };
+                            Ok(Pending::Reply(reply, r))
+                        }
+                        Err(e) => {
+                            Pending::Reply(
+                                reply,
+                                Err(EventError::Trap {
+                                    object: self.id.clone(),
+                                    message: format!("{e:#}"),
+                                }),
+                            )
+                            .send();
+                            Err(e)
+                        }
                     }
-                    Err(e) => {
-                        Pending::Reply(
-                            reply,
-                            Err(EventError::Trap {
-                                object: self.id.clone(),
-                                message: format!("{e:#}"),
-                            }),
-                        )
-                        .send();
-                        Err(e)
-                    }
-                },
+                }
                 Event::SocketMessage { id, frame, .. } => handler
                     .call_on_socket_message(&mut *store, id, &frame)
                     .await
