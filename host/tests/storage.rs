@@ -69,6 +69,27 @@ async fn every_storage_operation_behaves_like_durable_objects() {
     assert_eq!(host.http("GET", "/probe/kv/get?key=b1", b"").await.0, 404);
     // Another object never sees these keys.
     assert_eq!(host.http("GET", "/probe/other/list", b"").await.1, "[]");
+    // The batch forms.
+    assert_eq!(
+        host.http("POST", "/probe/kv/put-many?keys=m1,m2,m3&values=1,2,3", b"")
+            .await
+            .0,
+        200
+    );
+    let (_, body) = host
+        .http("GET", "/probe/kv/get-many?keys=m3,nope,m1", b"")
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!([["m1", "1"], ["m3", "3"]])
+    );
+    assert_eq!(
+        host.http("POST", "/probe/kv/delete-many?keys=m1,m2,nope", b"")
+            .await
+            .1,
+        "2"
+    );
+    assert_eq!(list(&host, "prefix=m").await, ["m3"]);
     assert_eq!(host.http("POST", "/probe/kv/delete-all", b"").await.0, 200);
     assert_eq!(list(&host, "").await, Vec::<String>::new());
     host.stop().await;

@@ -25,6 +25,9 @@
 //! | `put-then-trap` | `key`, `value` (or body) | stores it, then panics with `probe: trap requested` (the write must be rolled back) |
 //! | `delete` | `key` | `200 true` if the key existed, else `200 false` |
 //! | `list` | optional `prefix`, `start`, `start-after`, `end`, `limit`, `reverse=true` | `200` JSON array of `[key, value]` pairs, values as (lossy UTF-8) strings, in the order storage returned them |
+//! | `get-many` | `keys` (comma-separated) | `200` JSON array of `[key, value]` for the keys that exist, in key order |
+//! | `put-many` | `keys`, `values` (comma-separated, paired in order) | stores them all or none; `200 ok` |
+//! | `delete-many` | `keys` | `200` with how many existed |
 //! | `delete-all` | | `200 ok` |
 //! | `inits` | | `200` with how many times `init` ran in this instance |
 //! | `alarm-set` | `in` (ms from now) | sets the alarm; `200 ok` |
@@ -261,6 +264,34 @@ fn http(op: &str, query: &Query, body: Vec<u8>) -> Result<Response, Response> {
             let json = serde_json::to_string(&pairs)
                 .map_err(|e| Response::text(500, format!("encoding: {e}")))?;
             Response::json(200, json)
+        }
+        "get-many" => {
+            let keys = split_list(&query.require("keys")?);
+            let found = storage::get_many(&keys).map_err(storage_failure)?;
+            let pairs: Vec<(String, String)> = found
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            let json = serde_json::to_string(&pairs)
+                .map_err(|e| Response::text(500, format!("encoding: {e}")))?;
+            Response::json(200, json)
+        }
+        "put-many" => {
+            // keys=a,b&values=1,2
+            let keys = split_list(&query.require("keys")?);
+            let values = split_list(&query.require("values")?);
+            let entries: Vec<(String, Vec<u8>)> = keys
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            storage::put_many(&entries).map_err(storage_failure)?;
+            Response::text(200, "ok")
+        }
+        "delete-many" => {
+            let keys = split_list(&query.require("keys")?);
+            let n = storage::delete_many(&keys).map_err(storage_failure)?;
+            Response::text(200, n.to_string())
         }
         "delete-all" => {
             storage::delete_all().map_err(storage_failure)?;
