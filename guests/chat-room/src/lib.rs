@@ -32,10 +32,12 @@
 //!   itself, through the auto-response set in `init`, so pings never wake an
 //!   evicted room; binary frames and malformed JSON get `{"error": ...}`.
 //!
-//! The only thing kept in guest memory is the timestamp of the newest message,
-//! restored from storage in `init`.
+//! Guest memory holds only caches: the timestamp of the newest message
+//! (restored from storage in `init`) and the roster (rebuilt from the sockets'
+//! tags and attachments on first use), so a room evicted between two events
+//! behaves exactly as one that never was.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use roomhost_sdk::storage::{self, ListOptions};
 use roomhost_sdk::{
@@ -65,6 +67,10 @@ const MAX_HISTORY: u32 = 1000;
 thread_local! {
     /// The timestamp of the newest stored message; `None` until read from storage.
     static LAST_TIMESTAMP: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The members in join order: a cache of what the sockets' tags and
+    /// attachments say, built on first use after the instance starts (so a
+    /// woken room rebuilds it once instead of on every join).
+    static ROSTER: RefCell<Option<Vec<(SocketId, String)>>> = const { RefCell::new(None) };
 }
 
 /// The chat room object.
@@ -155,6 +161,11 @@ impl Object for ChatRoom {
     }
 
     fn on_socket_close(id: SocketId, _code: u16, _reason: String) {
+        ROSTER.with_borrow_mut(|roster| {
+            if let Some(roster) = roster {
+                roster.retain(|(member, _)| *member != id);
+            }
+        });
         let Some(session) = read_session(id) else {
             return;
         };
@@ -188,17 +199,13 @@ fn join(id: SocketId, mut session: Session, data: &Map<String, Value>) {
     }
 
     // Who is already here, in join order.
-    for member in sockets::list(Some(MEMBER)) {
-        if member == id {
-            continue;
+    with_roster(|roster| {
+        for (member, other) in roster.iter() {
+            if *member != id {
+                send(id, json!({ "joined": other }).to_string());
+            }
         }
-        if let Some(Session {
-            name: Some(other), ..
-        }) = read_session(member)
-        {
-            send(id, json!({ "joined": other }).to_string());
-        }
-    }
+    });
 
     // What was said before, oldest first.
     match last_messages(JOIN_HISTORY) {
@@ -223,8 +230,22 @@ fn join(id: SocketId, mut session: Session, data: &Map<String, Value>) {
     }
 
     let joined = json!({ "joined": name }).to_string();
+    with_roster(|roster| roster.push((id, name)));
     sockets::broadcast(&Frame::Text(joined), Some(MEMBER), &[]);
     send(id, json!({ "ready": true }).to_string());
+}
+
+/// Runs `f` on the roster, building it from the host's sockets if needed.
+fn with_roster<R>(f: impl FnOnce(&mut Vec<(SocketId, String)>) -> R) -> R {
+    ROSTER.with_borrow_mut(|roster| {
+        let roster = roster.get_or_insert_with(|| {
+            sockets::list(Some(MEMBER))
+                .into_iter()
+                .filter_map(|member| Some((member, read_session(member)?.name?)))
+                .collect()
+        });
+        f(roster)
+    })
 }
 
 /// Handles a JSON frame from a member: a chat message.

@@ -317,6 +317,11 @@ impl Actor {
     fn release(&mut self, outbox: Outbox) {
         for output in outbox {
             match output {
+                Output::One(conn, bytes) => {
+                    if !conn.push(bytes) {
+                        self.rt.metrics.slow_socket_closed();
+                    }
+                }
                 Output::Frame(to, bytes) => {
                     for conn in to {
                         if !conn.push(bytes.clone()) {

@@ -60,7 +60,9 @@ pub struct SocketTable {
 
 /// Output an event produced, released after its writes are durable.
 pub enum Output {
-    /// One encoded frame for these connections.
+    /// One encoded frame for one connection.
+    One(Arc<SocketConn>, Bytes),
+    /// One encoded frame for these connections (a broadcast: encoded once).
     Frame(Vec<Arc<SocketConn>>, Bytes),
     /// Close a socket.
     Close(Arc<SocketConn>, u16, String),
@@ -200,7 +202,7 @@ impl Host for ObjectCtx {
                 .clone(),
         };
         self.outbox
-            .push(Output::Frame(vec![conn], conn::encode_guest_frame(&frame)));
+            .push(Output::One(conn, conn::encode_guest_frame(&frame)));
         Ok(())
     }
 
