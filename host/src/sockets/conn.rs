@@ -27,6 +27,9 @@ use crate::objects::{Event, ObjectHandle};
 /// A socket id, unique within the host process.
 pub type SocketId = u64;
 
+/// Queue capacity an idle connection may keep; more is released once drained.
+const IDLE_QUEUE_SLOTS: usize = 4;
+
 /// The most bytes joined into one write.
 const MAX_WRITE_BYTES: usize = 64 * 1024;
 
@@ -195,6 +198,11 @@ impl SocketConn {
             out.bytes -= frame.len();
             buf.extend_from_slice(&frame);
             took = true;
+        }
+        // A burst (a join into a big room) can grow the queue to hundreds of
+        // slots; an idle connection must not keep that capacity.
+        if out.frames.is_empty() && out.frames.capacity() > IDLE_QUEUE_SLOTS {
+            out.frames = VecDeque::new();
         }
         if let Some(close) = out.close.take() {
             buf.extend_from_slice(&close);
@@ -480,6 +488,23 @@ mod tests {
         assert_eq!(&c[2..4], &1009u16.to_be_bytes());
         assert!(c.len() <= 2 + 125);
         assert!(std::str::from_utf8(&c[4..]).is_ok());
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_capacity_back() {
+        let conn = SocketConn::new(1, 1 << 20);
+        for _ in 0..200 {
+            assert!(conn.push(Bytes::from_static(b"frame")));
+        }
+        let mut buf = BytesMut::new();
+        conn.take(&mut buf);
+        let out = conn.out.lock().expect("lock");
+        assert!(out.frames.is_empty());
+        assert!(
+            out.frames.capacity() <= IDLE_QUEUE_SLOTS,
+            "{}",
+            out.frames.capacity()
+        );
     }
 
     #[test]
