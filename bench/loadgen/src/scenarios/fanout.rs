@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::client::{ClientPlan, SendPlan};
 use crate::hist::LatencySummary;
 use crate::run::{Run, Totals, host_rss};
-use crate::sys::{CpuMeter, CpuUsage, fmt_bytes};
+use crate::sys::{CpuMeter, CpuUsage};
 use crate::{Common, RATE_LIMIT_ADVICE, ScenarioFailed};
 
 /// `fanout` options.
@@ -127,19 +127,16 @@ impl std::fmt::Display for FanoutReport {
         );
         let _ = writeln!(s, "  latency:      {}", self.latency);
         let _ = writeln!(s, "  echo latency: {}", self.echo_latency);
-        let _ = write!(
-            s,
-            "  errors:       {} rate-limited, {} other",
-            self.rate_limited, self.other_errors
-        );
-        if let Some(e) = &self.first_error {
-            let _ = write!(s, " (first: {e})");
+        crate::scenarios::Tail {
+            rate_limited: self.rate_limited,
+            other_errors: self.other_errors,
+            first_error: self.first_error.as_deref(),
+            cpu: &self.cpu,
+            units: self.deliveries,
+            unit: "delivery",
+            host_rss_bytes: self.host_rss_bytes,
         }
-        s.push('\n');
-        crate::scenarios::cpu_line(&mut s, &self.cpu, self.deliveries, "delivery");
-        if let Some(rss) = self.host_rss_bytes {
-            let _ = writeln!(s, "  host RSS:     {}", fmt_bytes(rss as f64));
-        }
+        .write(&mut s);
         f.write_str(s.trim_end())
     }
 }

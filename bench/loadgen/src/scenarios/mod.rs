@@ -13,6 +13,36 @@ use std::fmt::Write as _;
 
 use crate::sys::CpuUsage;
 
+/// The lines a message scenario's report ends with: the errors seen, CPU per
+/// unit of work, and the host's RSS.
+pub(crate) struct Tail<'a> {
+    pub rate_limited: u64,
+    pub other_errors: u64,
+    pub first_error: Option<&'a str>,
+    pub cpu: &'a CpuUsage,
+    pub units: u64,
+    pub unit: &'a str,
+    pub host_rss_bytes: Option<u64>,
+}
+
+impl Tail<'_> {
+    pub(crate) fn write(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "  errors:       {} rate-limited, {} other",
+            self.rate_limited, self.other_errors
+        );
+        if let Some(e) = self.first_error {
+            let _ = write!(out, " (first: {e})");
+        }
+        out.push('\n');
+        cpu_line(out, self.cpu, self.units, self.unit);
+        if let Some(rss) = self.host_rss_bytes {
+            let _ = writeln!(out, "  host RSS:     {}", crate::sys::fmt_bytes(rss as f64));
+        }
+    }
+}
+
 /// One line about CPU use with µs per unit when the host pid is known.
 pub(crate) fn cpu_line(out: &mut String, cpu: &CpuUsage, units: u64, unit: &str) {
     let _ = write!(out, "  cpu:          {cpu}");
