@@ -4,7 +4,8 @@
 //! push encoded frames into. [`run`] is the connection's single task: it reads
 //! client frames ([`super::frames`]) into events for the owning object, and
 //! writes queued frames — all that are queued, joined into as few writes as the
-//! socket takes. While a connection is idle it holds no read or write buffer.
+//! socket takes. While a connection is idle it holds no read or write buffer,
+//! and its task is a small hand-written state machine ([`Connection`]).
 //!
 //! Server frames are encoded by the host (unmasked, RFC 6455 §5.2), once per
 //! broadcast: the encoded bytes are shared by every socket they go to.
@@ -15,10 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
 use tokio::io::AsyncWriteExt;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use super::frames::{Decoder, Incoming, OpCode};
 use crate::bindings::Frame;
@@ -71,14 +75,21 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
     encode_frame(OpCode::Close, &payload)
 }
 
+/// Why and how a connection is closing: boxed, since most connections never
+/// carry it until their last moment.
+struct Closing {
+    /// The close frame, until the connection task takes it.
+    frame: Option<Bytes>,
+    code: u16,
+    reason: String,
+}
+
 #[derive(Default)]
 struct Outbound {
     frames: VecDeque<Bytes>,
     bytes: usize,
-    /// The close frame to send after the queued frames; nothing is queued after it.
-    close: Option<Bytes>,
-    /// Why the connection is closing or ended.
-    reason: Option<(u16, String)>,
+    /// Set once the socket is closing; nothing is queued after it.
+    closing: Option<Box<Closing>>,
 }
 
 /// The host side of one WebSocket: its queue and its lifetime.
@@ -86,7 +97,8 @@ pub struct SocketConn {
     id: SocketId,
     max_queue_bytes: usize,
     out: Mutex<Outbound>,
-    wake: Notify,
+    /// The connection task, to wake when there is something to write or to end.
+    task: AtomicWaker,
     /// Set when the connection must end now (overflow, shutdown).
     ended: AtomicBool,
     /// The close frame has been handed to the connection task.
@@ -104,7 +116,7 @@ impl SocketConn {
             id,
             max_queue_bytes,
             out: Mutex::new(Outbound::default()),
-            wake: Notify::new(),
+            task: AtomicWaker::new(),
             ended: AtomicBool::new(false),
             close_taken: AtomicBool::new(false),
             last_auto_response: AtomicU64::new(0),
@@ -123,14 +135,18 @@ impl SocketConn {
         let Ok(mut out) = self.out.lock() else {
             return false;
         };
-        if out.close.is_some() || out.reason.is_some() {
+        if out.closing.is_some() {
             return true; // closing: frames after the close are dropped
         }
         if out.bytes + frame.len() > self.max_queue_bytes {
-            out.frames.clear();
+            const WHY: &str = "send queue full: client too slow";
+            out.frames = VecDeque::new();
             out.bytes = 0;
-            out.close = Some(encode_close(1008, "send queue full: client too slow"));
-            out.reason = Some((1008, "send queue full: client too slow".into()));
+            out.closing = Some(Box::new(Closing {
+                frame: Some(encode_close(1008, WHY)),
+                code: 1008,
+                reason: WHY.into(),
+            }));
             drop(out);
             tracing::warn!(
                 socket = self.id,
@@ -144,7 +160,7 @@ impl SocketConn {
         out.frames.push_back(frame);
         drop(out);
         if was_empty {
-            self.wake.notify_one();
+            self.task.wake();
         }
         true
     }
@@ -153,13 +169,15 @@ impl SocketConn {
     /// once it is written (and the client answered, or briefly after).
     pub fn close(&self, code: u16, reason: &str) {
         if let Ok(mut out) = self.out.lock()
-            && out.close.is_none()
-            && out.reason.is_none()
+            && out.closing.is_none()
         {
-            out.close = Some(encode_close(code, reason));
-            out.reason = Some((code, reason.to_string()));
+            out.closing = Some(Box::new(Closing {
+                frame: Some(encode_close(code, reason)),
+                code,
+                reason: reason.to_string(),
+            }));
         }
-        self.wake.notify_one();
+        self.task.wake();
     }
 
     /// True once the connection must end now.
@@ -170,14 +188,14 @@ impl SocketConn {
     /// Ends the connection now.
     pub fn end(&self) {
         self.ended.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.task.wake();
     }
 
     fn end_reason(&self) -> (u16, String) {
         self.out
             .lock()
             .ok()
-            .and_then(|o| o.reason.clone())
+            .and_then(|o| o.closing.as_ref().map(|c| (c.code, c.reason.clone())))
             .unwrap_or((1006, "connection ended by the host".into()))
     }
 
@@ -204,7 +222,7 @@ impl SocketConn {
         if out.frames.is_empty() && out.frames.capacity() > IDLE_QUEUE_SLOTS {
             out.frames = VecDeque::new();
         }
-        if let Some(close) = out.close.take() {
+        if let Some(close) = out.closing.as_mut().and_then(|c| c.frame.take()) {
             buf.extend_from_slice(&close);
             self.close_taken.store(true, Ordering::Relaxed);
             return (true, true);
@@ -259,185 +277,297 @@ pub struct ConnParams {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Runs a socket after its upgrade completed, in one task: reads client frames
-/// and turns them into events, answers pings and auto-responses, writes queued
-/// frames. While idle it holds no buffers — only the stream and this state —
-/// so a hibernating connection costs little memory. Tells the object once,
-/// when the connection ends.
+/// Runs a socket after its upgrade completed: reads client frames and turns
+/// them into events, answers pings and auto-responses, writes queued frames.
+/// Tells the object once, when the connection ends.
+///
+/// The connection is one task whose state is [`Connection`]: a hand-written
+/// poll loop rather than an `async` block, so that an idle connection's task
+/// holds only the stream, the queue handle and two empty buffer slots (a few
+/// hundred bytes) — no readiness or notification futures, no buffers.
 pub async fn run(conn: Arc<SocketConn>, stream: TcpStream, read_buf: Bytes, params: ConnParams) {
-    let (code, reason) = serve(&conn, &stream, read_buf, &params).await;
-    conn.end();
-    // Best effort: flush a pending close frame without waiting on the client.
-    let mut last = BytesMut::new();
-    conn.take(&mut last);
-    if !last.is_empty() {
-        let _ = stream.try_write(&last);
-    }
-    let mut stream = stream;
-    let _ = tokio::time::timeout(Duration::from_millis(100), stream.shutdown()).await;
-    drop(stream);
-    params
-        .object
-        .send(Event::SocketClosed {
-            id: conn.id,
-            code,
-            reason,
-        })
-        .await
-        .ok();
+    let mut c = Connection {
+        conn,
+        stream,
+        decoder: Decoder::new(params.max_frame_bytes),
+        // `read_buf` may share hyper's whole read buffer: copy what is in it.
+        inbuf: (!read_buf.is_empty()).then(|| BytesMut::from(&read_buf[..])),
+        outbuf: None,
+        params,
+        read_closed: false,
+        closing: None,
+        close_deadline: None,
+        blocked: None,
+    };
+    drop(read_buf);
+    let (code, reason) = std::future::poll_fn(|cx| c.poll_serve(cx)).await;
+    // Boxed: the ending's futures are not part of every idle connection's state.
+    Box::pin(c.finish(code, reason)).await;
 }
 
-async fn serve(
-    conn: &Arc<SocketConn>,
-    stream: &TcpStream,
-    read_buf: Bytes,
-    params: &ConnParams,
-) -> (u16, String) {
-    let mut decoder = Decoder::new(params.max_frame_bytes);
-    // Buffers exist only while there is something in them.
-    let mut inbuf: Option<BytesMut> = (!read_buf.is_empty()).then(|| BytesMut::from(&read_buf[..]));
-    // `read_buf` may share hyper's whole read buffer: do not keep it alive.
-    drop(read_buf);
-    let mut outbuf: Option<BytesMut> = None;
-    let mut read_closed = false;
-    // Set once the close handshake is under way: (code, reason) to report.
-    let mut closing: Option<(u16, String)> = None;
-    let mut close_deadline: Option<tokio::time::Instant> = None;
-    let lost = || (1006, "connection lost".to_string());
-    loop {
-        // 1. Decode and dispatch every whole message already buffered.
-        if let Some(buf) = inbuf.as_mut() {
-            loop {
-                let frame = match decoder.decode(buf) {
-                    Ok(None) => break,
-                    Ok(Some(Incoming::Text(text))) => {
-                        if let Some(resp) = conn.auto.get().and_then(|a| a.answer(&text)) {
-                            conn.last_auto_response.store(now_ms(), Ordering::Relaxed);
-                            params.metrics.auto_responded();
-                            conn.push(resp);
-                            continue;
-                        }
-                        Frame::Text(text)
+/// A message waiting for room in the object's mailbox (backpressure).
+type Blocked = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// One connection's state between polls.
+struct Connection {
+    conn: Arc<SocketConn>,
+    stream: TcpStream,
+    params: ConnParams,
+    decoder: Decoder,
+    /// Bytes read and not yet decoded; `None` while there are none.
+    inbuf: Option<BytesMut>,
+    /// Bytes taken from the queue and not yet written; `None` while there are none.
+    outbuf: Option<BytesMut>,
+    read_closed: bool,
+    /// Set once the close handshake is under way: the code and reason to report.
+    closing: Option<Box<(u16, String)>>,
+    /// Only a closing connection pays for a timer.
+    close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A decoded message the object's full mailbox has not taken yet.
+    blocked: Option<Blocked>,
+}
+
+/// How often one poll goes round its loop before letting other tasks run.
+const ROUNDS_PER_POLL: usize = 32;
+
+fn lost() -> (u16, String) {
+    (1006, "connection lost".into())
+}
+
+fn unavailable() -> (u16, String) {
+    (1001, "object unavailable".into())
+}
+
+impl Connection {
+    /// The connection's loop. Returns the code and reason to report once it ends.
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<(u16, String)> {
+        // Registered before any state is read: a push after this wakes us.
+        self.conn.task.register(cx.waker());
+        for _ in 0..ROUNDS_PER_POLL {
+            let mut progress = false;
+
+            // 1. A message waiting for room in the mailbox goes first.
+            if let Some(send) = self.blocked.as_mut() {
+                match send.as_mut().poll(cx) {
+                    Poll::Ready(true) => {
+                        self.blocked = None;
+                        progress = true;
                     }
-                    Ok(Some(Incoming::Binary(data))) => Frame::Binary(data),
-                    Ok(Some(Incoming::Ping(payload))) => {
-                        conn.push(encode_frame(OpCode::Pong, &payload));
+                    Poll::Ready(false) => return Poll::Ready(unavailable()),
+                    Poll::Pending => {}
+                }
+            }
+
+            // 2. Decode and dispatch every whole message already buffered.
+            if self.blocked.is_none()
+                && let Some(end) = self.dispatch_buffered(cx)
+            {
+                return Poll::Ready(end);
+            }
+
+            // 3. Write what is queued, as far as the socket takes it.
+            if let Err(end) = self.write_queued() {
+                return Poll::Ready(end);
+            }
+            let out_empty = self.outbuf.is_none();
+            if self.conn.close_taken.load(Ordering::Relaxed) {
+                if self.closing.is_none() {
+                    // The host or the guest closed it: wait briefly for the echo.
+                    self.closing = Some(Box::new(self.conn.end_reason()));
+                }
+                if out_empty && self.read_closed {
+                    return Poll::Ready(self.take_closing(|| (1000, String::new())));
+                }
+                let deadline = self
+                    .close_deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_WAIT)));
+                if deadline.as_mut().poll(cx).is_ready() {
+                    // The client did not answer (or read) in time.
+                    return Poll::Ready(self.take_closing(lost));
+                }
+            }
+            if self.conn.is_ended() {
+                // Ending now: what the socket did not take is dropped.
+                let reason = self.conn.end_reason();
+                return Poll::Ready(self.take_closing(|| reason));
+            }
+            if !out_empty {
+                match self.stream.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(_)) => return Poll::Ready(self.take_closing(lost)),
+                    Poll::Pending => {}
+                }
+            }
+
+            // 4. Read what the client sent, unless the mailbox is full.
+            if !self.read_closed && self.blocked.is_none() {
+                match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => match self.read() {
+                        Ok(()) => progress = true,
+                        Err(end) => return Poll::Ready(end),
+                    },
+                    Poll::Ready(Err(_)) => return Poll::Ready(self.take_closing(lost)),
+                    Poll::Pending => {}
+                }
+            }
+
+            if !progress {
+                // Every source of work has our waker: the queue, the socket's
+                // readiness, the mailbox, the close timer.
+                return Poll::Pending;
+            }
+        }
+        // Still busy: yield to other tasks and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn take_closing(&mut self, otherwise: impl FnOnce() -> (u16, String)) -> (u16, String) {
+        self.closing.take().map_or_else(otherwise, |c| *c)
+    }
+
+    /// Reads once into the input buffer.
+    fn read(&mut self) -> Result<(), (u16, String)> {
+        let buf = self.inbuf.get_or_insert_with(BytesMut::new);
+        // `decode` has already refused a header that declares too much.
+        let want = self
+            .decoder
+            .wanted(buf)
+            .max(READ_CHUNK)
+            .min(self.params.max_frame_bytes.max(READ_CHUNK) + 14);
+        buf.reserve(want);
+        match self.stream.try_read_buf(buf) {
+            Ok(0) => {
+                self.read_closed = true;
+                if buf.is_empty() {
+                    self.inbuf = None;
+                }
+                if self.closing.is_none() {
+                    return Err(lost());
+                }
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            // Readiness was stale; it is cleared and re-armed on the next poll.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(_) => Err(self.take_closing(lost)),
+        }
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full.
+    fn write_queued(&mut self) -> Result<(), (u16, String)> {
+        loop {
+            let out = self.outbuf.get_or_insert_with(BytesMut::new);
+            if out.is_empty() {
+                self.conn.take(out);
+                if out.is_empty() {
+                    self.outbuf = None;
+                    return Ok(());
+                }
+            }
+            match self.stream.try_write(out) {
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(self.take_closing(lost)),
+            }
+        }
+    }
+
+    /// Decodes and dispatches the buffered messages. `Some` ends the connection.
+    fn dispatch_buffered(&mut self, cx: &mut Context<'_>) -> Option<(u16, String)> {
+        let buf = self.inbuf.as_mut()?;
+        let conn = &self.conn;
+        let params = &self.params;
+        loop {
+            let frame = match self.decoder.decode(buf) {
+                Ok(None) => break,
+                Ok(Some(Incoming::Text(text))) => {
+                    if let Some(resp) = conn.auto.get().and_then(|a| a.answer(&text)) {
+                        conn.last_auto_response.store(now_ms(), Ordering::Relaxed);
+                        params.metrics.auto_responded();
+                        conn.push(resp);
                         continue;
                     }
-                    Ok(Some(Incoming::Pong)) => continue,
-                    Ok(Some(Incoming::Close(code, reason))) => {
-                        // Echo the close, then hang up once it is written.
-                        conn.close(if code == 1005 { 1000 } else { code }, "");
-                        read_closed = true;
-                        closing.get_or_insert((code, reason));
-                        break;
-                    }
-                    Err(e) => {
-                        let (code, why) = e.close();
-                        conn.close(code, why);
-                        read_closed = true;
-                        closing.get_or_insert((code, why.to_string()));
-                        break;
-                    }
-                };
-                if !dispatch(conn, params, frame).await {
-                    return (1001, "object unavailable".into());
+                    Frame::Text(text)
                 }
-            }
-            if buf.is_empty() && decoder.is_idle() {
-                inbuf = None;
-            }
-        }
-
-        // 2. Write what is queued, as far as the socket takes it.
-        let mut wrote_close = false;
-        loop {
-            let out = outbuf.get_or_insert_with(BytesMut::new);
-            if out.is_empty() {
-                let (_, close) = conn.take(out);
-                wrote_close |= close;
-                if out.is_empty() {
+                Ok(Some(Incoming::Binary(data))) => Frame::Binary(data),
+                Ok(Some(Incoming::Ping(payload))) => {
+                    conn.push(encode_frame(OpCode::Pong, &payload));
+                    continue;
+                }
+                Ok(Some(Incoming::Pong)) => continue,
+                Ok(Some(Incoming::Close(code, reason))) => {
+                    // Echo the close, then hang up once it is written.
+                    conn.close(if code == 1005 { 1000 } else { code }, "");
+                    self.read_closed = true;
+                    self.closing.get_or_insert(Box::new((code, reason)));
                     break;
                 }
-            }
-            match stream.try_write(out) {
-                Ok(n) => out.advance(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return closing.unwrap_or_else(lost),
-            }
-        }
-        let out_empty = outbuf.as_ref().is_none_or(|b| b.is_empty());
-        if out_empty {
-            outbuf = None;
-        }
-        if wrote_close || conn.close_taken.load(Ordering::Relaxed) {
-            if closing.is_none() {
-                // The host or the guest closed it: wait briefly for the echo.
-                closing = Some(conn.end_reason());
-            }
-            let now = tokio::time::Instant::now();
-            if out_empty && (read_closed || close_deadline.is_some_and(|d| d <= now)) {
-                return closing.unwrap_or((1000, String::new()));
-            }
-            close_deadline.get_or_insert(now + CLOSE_WAIT);
-        }
-        if conn.is_ended() {
-            // Ending now: what the socket did not take is dropped.
-            return closing.unwrap_or_else(|| conn.end_reason());
-        }
-
-        // 3. Wait for the next thing to do: one readiness future and one
-        //    notification (small: this state is what an idle connection costs).
-        let mut interest: Option<Interest> = None;
-        if !read_closed {
-            interest = Some(Interest::READABLE);
-        }
-        if !out_empty {
-            interest = Some(interest.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
-        }
-        let wait = async {
-            match interest {
-                Some(i) => tokio::select! {
-                    r = stream.ready(i) => r.map(Some),
-                    _ = conn.wake.notified() => Ok(None),
-                },
-                None => {
-                    conn.wake.notified().await;
-                    Ok(None)
+                Err(e) => {
+                    let (code, why) = e.close();
+                    conn.close(code, why);
+                    self.read_closed = true;
+                    self.closing
+                        .get_or_insert(Box::new((code, why.to_string())));
+                    break;
                 }
-            }
-        };
-        let ready = match close_deadline {
-            // Only a closing connection pays for a timer.
-            Some(deadline) => Box::pin(tokio::time::timeout_at(deadline, wait))
-                .await
-                .unwrap_or(Ok(None)),
-            None => wait.await,
-        };
-        let ready = match ready {
-            Ok(r) => r,
-            Err(_) => return closing.unwrap_or_else(lost),
-        };
-        if ready.is_some_and(|r| r.is_readable() || r.is_read_closed()) {
-            let buf = inbuf.get_or_insert_with(BytesMut::new);
-            // `decode` has already refused a header that declares too much.
-            let want = decoder
-                .wanted(buf)
-                .max(READ_CHUNK)
-                .min(params.max_frame_bytes.max(READ_CHUNK) + 14);
-            buf.reserve(want);
-            match stream.try_read_buf(buf) {
-                Ok(0) => {
-                    read_closed = true;
-                    if closing.is_none() {
-                        return lost();
+            };
+            let event = Event::SocketMessage {
+                id: conn.id,
+                frame,
+                at: tokio::time::Instant::now(),
+            };
+            match params.object.try_send(event) {
+                Ok(()) => {}
+                Err(Some(event)) => {
+                    // A full mailbox: stop reading until it takes this one.
+                    let object = params.object.clone();
+                    let mut send: Blocked =
+                        Box::pin(async move { object.send(event).await.is_ok() });
+                    match send.as_mut().poll(cx) {
+                        Poll::Ready(true) => {}
+                        Poll::Ready(false) => return Some(unavailable()),
+                        Poll::Pending => {
+                            self.blocked = Some(send);
+                            break;
+                        }
                     }
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return closing.unwrap_or_else(lost),
+                Err(None) => return Some(unavailable()),
             }
         }
+        if buf.is_empty() && self.decoder.is_idle() {
+            self.inbuf = None;
+        }
+        None
+    }
+
+    /// The connection ended: flush a pending close frame without waiting on
+    /// the client, hang up, and tell the object.
+    async fn finish(self, code: u16, reason: String) {
+        let Connection {
+            conn,
+            mut stream,
+            params,
+            ..
+        } = self;
+        conn.end();
+        let mut last = BytesMut::new();
+        conn.take(&mut last);
+        if !last.is_empty() {
+            let _ = stream.try_write(&last);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), stream.shutdown()).await;
+        drop(stream);
+        params
+            .object
+            .send(Event::SocketClosed {
+                id: conn.id,
+                code,
+                reason,
+            })
+            .await
+            .ok();
     }
 }
 
@@ -445,21 +575,6 @@ async fn serve(
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The read size for small frames.
 const READ_CHUNK: usize = 4096;
-
-async fn dispatch(conn: &SocketConn, params: &ConnParams, frame: Frame) -> bool {
-    let event = Event::SocketMessage {
-        id: conn.id,
-        frame,
-        at: tokio::time::Instant::now(),
-    };
-    match params.object.try_send(event) {
-        Ok(()) => true,
-        // A full mailbox: wait (backpressure). Boxed, so that the rare slow path
-        // does not make every idle connection's state larger.
-        Err(Some(event)) => Box::pin(params.object.send(event)).await.is_ok(),
-        Err(None) => false,
-    }
-}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
