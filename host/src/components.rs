@@ -72,8 +72,13 @@ impl Components {
             .max_core_instances_per_component(16)
             .max_memories_per_component(2)
             .max_tables_per_component(8)
-            .max_memory_size(config.limits.max_instance_memory_bytes);
+            .max_memory_size(config.limits.max_instance_memory_bytes)
+            .async_stack_keep_resident(0);
         ec.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        // An evicted instance's fiber stack goes back to the kernel like its
+        // linear memory: without this, every stack page a live instance ever
+        // touched stays resident after eviction.
+        ec.async_stack_zeroing(true);
         // Compiled components are cached next to the database, keyed by content
         // and engine settings: later starts skip Cranelift entirely (faster, and
         // its code never has to be paged in).

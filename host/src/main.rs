@@ -61,7 +61,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// jemalloc keeps each size class in its own pages and gives freed pages back
+/// on its own (see `memory.rs`): a host that held a burst of connections does not
+/// keep the burst's memory as holes between the long-lived objects.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings: one arena (two workers hardly contend) and one
+/// background thread that purges freed pages within ~1 s.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[allow(non_upper_case_globals, unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: Option<&u8> =
+    Some(&b"background_thread:true,max_background_threads:1,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);
+
 fn serve(args: ServeArgs) -> Result<(), roomhost::Error> {
+    #[cfg(all(target_os = "linux", not(target_env = "musl")))]
+    roomhost::memory::use_glibc_trim(false);
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),

@@ -8,14 +8,33 @@
 //! background task asks glibc to give free pages back (`malloc_trim`) every few
 //! seconds, but only when connections or instances came or went since the last
 //! time.
+//!
+//! The `roomhost` binary uses jemalloc instead (see `main.rs`), which keeps
+//! each size class in pages of its own and purges freed pages by itself; it
+//! turns the trim task off with [`use_glibc_trim`]. The task stays for programs
+//! that embed the library with glibc's allocator.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
 
 /// How often the trim task looks for work.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(3);
+
+static GLIBC_TRIM: AtomicBool = AtomicBool::new(true);
+
+/// Whether hosts started from now on run the trim task (on by default; a
+/// program whose global allocator is not glibc's turns it off).
+pub fn use_glibc_trim(enabled: bool) {
+    GLIBC_TRIM.store(enabled, Ordering::Relaxed);
+}
+
+/// True when hosts run the trim task.
+pub(crate) fn glibc_trim_enabled() -> bool {
+    GLIBC_TRIM.load(Ordering::Relaxed)
+}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]

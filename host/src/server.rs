@@ -51,10 +51,12 @@ impl Server {
         let rt = Runtime::new(config, components, db, committer, metrics, alarms);
         rt.tasks
             .spawn(scheduler.run(Arc::downgrade(&rt), rt.shutdown.clone()));
-        rt.tasks.spawn(crate::memory::trim_task(
-            rt.metrics.clone(),
-            rt.shutdown.clone(),
-        ));
+        if crate::memory::glibc_trim_enabled() {
+            rt.tasks.spawn(crate::memory::trim_task(
+                rt.metrics.clone(),
+                rt.shutdown.clone(),
+            ));
+        }
         let pending = crate::alarms::schedule_stored(&rt)?;
         if pending > 0 {
             tracing::info!("{pending} stored alarm(s) scheduled");
