@@ -93,7 +93,7 @@ pub(crate) async fn run(
     };
     let idle = Duration::from_millis(rt.config.idle_timeout_ms);
     let max_batch = rt.config.limits.max_batch_events;
-    let mut batch = Vec::with_capacity(16);
+    let mut batch = Vec::new();
     let mut last_event = Instant::now();
     let exited = loop {
         let live = matches!(actor.state, State::Live(_));
@@ -106,6 +106,8 @@ pub(crate) async fn run(
             },
             _ = tokio::time::sleep_until(last_event + idle), if live || lonely => {
                 actor.evict();
+                // A hibernating room keeps no batch capacity.
+                batch = Vec::new();
                 if actor.core_mut().is_none_or(|c| c.sockets.is_empty())
                     && rt.leave_directory(&actor.id, actor.generation, &mut rx)
                 {
@@ -128,7 +130,9 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        actor.run_batch(&mut batch).await;
+        // Boxed: the batch's futures (instantiation, guest calls, the commit)
+        // are kilobytes, and an idle actor should not carry them.
+        Box::pin(actor.run_batch(&mut batch)).await;
         actor.slot.last_used.store(rt.live.now(), Ordering::Relaxed);
         actor.slot.busy.store(false, Ordering::Relaxed);
         last_event = Instant::now();
@@ -137,7 +141,7 @@ pub(crate) async fn run(
         // Events that raced with our exit go to the object's next actor.
         while let Ok(ev) = rx.try_recv() {
             let id = actor.id.clone();
-            if let Err(e) = rt.send(&id, ev).await {
+            if let Err(e) = Box::pin(rt.send(&id, ev)).await {
                 tracing::warn!(object = %id, error = %e, "could not hand an event to the object's next actor");
             }
         }
