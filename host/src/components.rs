@@ -29,8 +29,8 @@ pub mod builtin {
 /// The names of the built-in classes.
 pub const BUILTIN_NAMES: [&str; 2] = ["chat-room", "rate-limiter"];
 
-/// Pool slots beyond `max_live_instances` (an instance being dropped while its
-/// successor is created).
+/// Pool slots beyond `max_live_instances` and the pre-warmed instances (an
+/// instance being dropped while its successor is created).
 const SPARE_SLOTS: u32 = 16;
 
 /// How often the epoch advances; a guest's time budget is counted in these.
@@ -62,7 +62,13 @@ impl Components {
         // creating (waking) and dropping (evicting) an instance is cheap and its
         // memory returns to the pool. The host never has more live instances than
         // `max_live_instances` (see `objects::LiveInstances`).
-        let slots = config.max_live_instances + SPARE_SLOTS;
+        let warm = config
+            .prewarm_instances
+            .saturating_mul(u32::try_from(config.classes.len()).unwrap_or(u32::MAX));
+        let slots = config
+            .max_live_instances
+            .saturating_add(SPARE_SLOTS)
+            .saturating_add(warm);
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(8))

@@ -6,6 +6,9 @@
 //! data = "./data/roomhost.redb"
 //! durability = "immediate"          # or "none" (benchmarks/tests that say so)
 //! trust_forwarded_for = false       # use X-Forwarded-For as the client IP
+//! idle_timeout_ms = 10000           # evict an instance idle this long
+//! max_live_instances = 1000         # LRU-evict beyond this
+//! prewarm_instances = 1             # per class in use; 0 turns it off
 //!
 //! [classes.counter]
 //! component = "examples/counter.wasm"   # or "builtin:chat-room"
@@ -62,6 +65,10 @@ pub struct Config {
     /// instance is evicted first. Each live instance costs memory and kernel
     /// mappings; live instances should track active rooms, not connections.
     pub max_live_instances: u32,
+    /// Instances kept instantiated ahead of time for each class in use, so that
+    /// waking an evicted object (or starting a new one) skips instantiation.
+    /// Each costs a pool slot and a few pages. Default 1; 0 turns it off.
+    pub prewarm_instances: u32,
     /// Limits a hostile guest or client could otherwise exhaust.
     pub limits: Limits,
     /// Classes: name → component. The built-in `chat-room` and `rate-limiter`
@@ -199,6 +206,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             idle_timeout_ms: 10_000,
             max_live_instances: 1_000,
+            prewarm_instances: 1,
             limits: Limits::default(),
             classes,
             routes: default_routes(),
@@ -329,6 +337,11 @@ impl Config {
         if self.max_live_instances == 0 || self.max_live_instances > 10_000 {
             return Err(ConfigError::Invalid(
                 "max_live_instances must be between 1 and 10000".into(),
+            ));
+        }
+        if self.prewarm_instances > 16 {
+            return Err(ConfigError::Invalid(
+                "prewarm_instances must be between 0 and 16".into(),
             ));
         }
         let l = &self.limits;

@@ -70,6 +70,7 @@ impl Histogram {
 pub struct Metrics {
     instances_live: AtomicU64,
     instances_created: AtomicU64,
+    instances_warm: AtomicU64,
     evictions: AtomicU64,
     wakes: AtomicU64,
     actors_live: AtomicU64,
@@ -91,8 +92,11 @@ pub struct Metrics {
 pub struct MetricsSnapshot {
     /// Component instances alive now.
     pub instances_live: u64,
-    /// Component instances ever created (first event, wake, after a trap).
+    /// Component instances ever given to an object (first event, wake, after
+    /// a trap), pre-warmed or not.
     pub instances_created: u64,
+    /// Instances created ahead of time, waiting for an object (pre-warmed).
+    pub instances_warm: u64,
     /// Instances evicted (idle, or to make room under the cap).
     pub evictions: u64,
     /// Instances created for an object that had been evicted.
@@ -140,6 +144,7 @@ macro_rules! counter {
 
 impl Metrics {
     gauge!(instance_started, instance_dropped, instances_live);
+    gauge!(warm_added, warm_taken, instances_warm);
     gauge!(actor_started, actor_stopped, actors_live);
     gauge!(socket_opened, socket_closed, sockets_open);
     counter!(instance_created, instances_created);
@@ -168,6 +173,7 @@ impl Metrics {
         MetricsSnapshot {
             instances_live: self.instances_live.load(Relaxed),
             instances_created: self.instances_created.load(Relaxed),
+            instances_warm: self.instances_warm.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             wakes: self.wakes.load(Relaxed),
             actors_live: self.actors_live.load(Relaxed),
@@ -202,8 +208,14 @@ impl Metrics {
         line(
             "instances_created_total",
             "counter",
-            "Component instances created.",
+            "Component instances given to objects (first event, wake, after a trap).",
             s.instances_created,
+        );
+        line(
+            "instances_warm",
+            "gauge",
+            "Instances created ahead of time, waiting for an object.",
+            s.instances_warm,
         );
         line(
             "evictions_total",

@@ -126,6 +126,8 @@ impl Server {
         {
             tracing::warn!("shutdown grace period passed with tasks still running");
         }
+        // Warm instances hold the runtime (a cycle): drop them.
+        rt.warm.clear(&rt.metrics);
         // The committer stops when the last handle (inside the runtime) is gone.
         match Arc::try_unwrap(rt) {
             Ok(rt) => {

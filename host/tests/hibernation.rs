@@ -214,3 +214,48 @@ async fn metrics_are_served_as_prometheus_text() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_take_pre_warmed_instances_and_messages_stay_in_order() {
+    for prewarm in [1, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = hibernating_config(dir.path(), IDLE_MS);
+        config.prewarm_instances = prewarm;
+        let host = start_host(config).await;
+        let (mut ann, _) = join_chat(&host, ip(1), "warm", "ann").await;
+        ann.send_json(json!({"message": "one"})).await;
+        let first = ann.recv_json().await;
+        assert_eq!(first["message"], "one");
+
+        assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
+        if prewarm > 0 {
+            // One warm instance per class in use (the room and the limiter).
+            assert!(
+                eventually(EVICTED_WITHIN, || host.stats().instances_warm == 2).await,
+                "{:?}",
+                host.stats()
+            );
+        } else {
+            assert_eq!(host.stats().instances_warm, 0);
+        }
+        let created = host.stats().instances_created;
+
+        // The wake binds a warm instance (the room's and the limiter's): the
+        // room still knows its newest message.
+        ann.send_json(json!({"message": "two"})).await;
+        let second = ann.recv_json().await;
+        assert_eq!(second["message"], "two");
+        assert!(second["timestamp"].as_u64() > first["timestamp"].as_u64());
+        assert!(host.stats().wakes >= 1);
+        if prewarm > 0 {
+            // Refilled off the wake's path.
+            assert!(
+                eventually(EVICTED_WITHIN, || host.stats().instances_warm == 2).await,
+                "{:?}",
+                host.stats()
+            );
+        }
+        assert_eq!(host.stats().instances_created, created + 2);
+        host.stop().await;
+    }
+}

@@ -103,7 +103,8 @@ struct RateLimit {
 
 impl Object for ChatRoom {
     fn init() {
-        LAST_TIMESTAMP.set(load_last_timestamp());
+        // The newest message's timestamp is read on the first message, not
+        // here: a room woken by a join, a leave or a close reads no storage.
         // Keep-alive pings are answered by the host, without waking the room.
         if let Err(e) = sockets::set_auto_response(Some((PING, PONG))) {
             log::warn(&format!("setting the ping auto-response: {e:?}"));
@@ -279,7 +280,7 @@ fn chat(id: SocketId, ip: &str, name: &str, data: &Map<String, Value>) {
 
     let last = match LAST_TIMESTAMP.get() {
         Some(last) => Some(last),
-        // init could not read storage; try again now.
+        // First message since the instance started: read it once.
         None => load_last_timestamp(),
     };
     let timestamp = match last {

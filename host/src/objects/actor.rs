@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::Store;
 
 use crate::bindings::{Object, Reply};
 use crate::error::EventError;
@@ -47,6 +47,9 @@ struct Actor {
     slot: Arc<LiveSlot>,
     /// The instance was evicted: the next instantiation is a wake.
     evicted: bool,
+    /// An instance was created or taken from the warm pool: refill the pool
+    /// once the batch's output is out (not on the wake's path).
+    refill: bool,
 }
 
 /// What an event leaves to do once the batch is durable.
@@ -90,6 +93,7 @@ pub(crate) async fn run(
         state: State::Parked(core),
         slot: Arc::new(LiveSlot::default()),
         evicted: false,
+        refill: false,
     };
     let idle = Duration::from_millis(rt.config.idle_timeout_ms);
     let max_batch = rt.config.limits.max_batch_events;
@@ -163,9 +167,11 @@ impl Actor {
     /// pool; sockets, tags and attachments stay.
     fn evict(&mut self) {
         if matches!(self.state, State::Live(_)) {
-            self.drop_instance();
-            self.evicted = true;
+            // Counted first: dropping the instance frees its live-instance slot,
+            // and whoever takes it must see the eviction that made room.
             self.rt.metrics.evicted();
+            self.evicted = true;
+            self.drop_instance();
         }
     }
 
@@ -231,25 +237,27 @@ impl Actor {
                     .into(),
             });
         };
-        let mut store = Store::new(&self.rt.components.engine, ObjectCtx::new(core));
-        store.limiter(|ctx| &mut ctx.limits);
-        let max_ticks = (self.rt.config.limits.max_event_cpu_ms
-            / crate::components::EPOCH_TICK.as_millis() as u64)
-            .max(1);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| {
-            let data = ctx.data_mut();
-            data.ticks += 1;
-            if data.ticks > max_ticks {
-                Err(wasmtime::Error::msg("event exceeded its CPU time limit"))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        if let Some(mut warm) = self.rt.warm.take(&self.id.class, &self.rt.metrics) {
+            // A pre-warmed instance: bind it to this object. Its placeholder
+            // core (and anything its start functions wrote) is dropped.
+            drop(std::mem::replace(&mut warm.store.data_mut().core, core));
+            warm.store.set_epoch_deadline(1);
+            self.rt.metrics.instance_created();
+            self.rt.metrics.instance_started();
+            self.state = State::Live(Live {
+                store: warm.store,
+                object: warm.object,
+                _permit: permit,
+            });
+            self.refill = true;
+            return Ok(());
+        }
+        let mut store = super::warm::new_store(&self.rt, core);
         match pre.instantiate_async(&mut store).await {
             Ok(object) => {
                 self.rt.metrics.instance_created();
                 self.rt.metrics.instance_started();
+                self.refill = true;
                 self.state = State::Live(Live {
                     store,
                     object,
@@ -297,6 +305,9 @@ impl Actor {
                 for (outbox, p, _) in pending {
                     self.release(outbox);
                     p.send();
+                }
+                if std::mem::take(&mut self.refill) {
+                    super::warm::refill(&self.rt, &self.id.class);
                 }
             }
             Err(e) => {

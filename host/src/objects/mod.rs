@@ -11,6 +11,7 @@
 
 pub mod actor;
 mod host;
+pub(crate) mod warm;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,6 +201,7 @@ pub struct Runtime {
     directory: Mutex<HashMap<ObjectId, ObjectHandle>>,
     next_generation: AtomicU64,
     pub(crate) live: LiveInstances,
+    pub(crate) warm: warm::WarmPool,
     next_socket_id: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -217,6 +219,7 @@ impl Runtime {
         let live = LiveInstances::new(config.max_live_instances);
         Arc::new(Runtime {
             live,
+            warm: Default::default(),
             next_generation: AtomicU64::new(1),
             config,
             components,

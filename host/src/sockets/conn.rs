@@ -428,18 +428,19 @@ impl Connection {
 
     /// Reads once into the input buffer.
     fn read(&mut self) -> Result<(), (u16, String)> {
-        let buf = self.inbuf.get_or_insert_with(BytesMut::new);
         // `decode` has already refused a header that declares too much.
-        let want = self
-            .decoder
-            .wanted(buf)
-            .max(READ_CHUNK)
-            .min(self.params.max_frame_bytes.max(READ_CHUNK) + 14);
-        buf.reserve(want);
-        match self.stream.try_read_buf(buf) {
+        let want = match &self.inbuf {
+            Some(buf) => self
+                .decoder
+                .wanted(buf)
+                .max(READ_CHUNK)
+                .min(self.params.max_frame_bytes.max(READ_CHUNK) + 14),
+            None => READ_CHUNK,
+        };
+        match read_some(&self.stream, &mut self.inbuf, want) {
             Ok(0) => {
                 self.read_closed = true;
-                if buf.is_empty() {
+                if self.inbuf.as_ref().is_some_and(|b| b.is_empty()) {
                     self.inbuf = None;
                 }
                 if self.closing.is_none() {
@@ -568,6 +569,53 @@ impl Connection {
             })
             .await
             .ok();
+    }
+}
+
+/// Reads what the socket holds into `inbuf`; `Ok(0)` at the end of the stream.
+///
+/// With nothing buffered (the usual case: one small message at a time) it reads
+/// into the stack and keeps only the bytes read, instead of allocating a
+/// [`READ_CHUNK`] buffer per message. A read that does not fill the space
+/// offered has drained the socket, so the readiness is cleared at once (tokio
+/// keeps it if more data arrived meanwhile): the connection goes back to
+/// waiting without first making a read that fails with EAGAIN.
+fn read_some(
+    stream: &TcpStream,
+    inbuf: &mut Option<BytesMut>,
+    want: usize,
+) -> std::io::Result<usize> {
+    use std::io::Read as _;
+    let mut got = 0;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let sock = socket2::SockRef::from(stream);
+        let (n, room) = match inbuf.as_mut() {
+            None => {
+                let mut chunk = [0u8; READ_CHUNK];
+                let n = (&*sock).read(&mut chunk)?;
+                if n > 0 {
+                    *inbuf = Some(BytesMut::from(&chunk[..n]));
+                }
+                (n, READ_CHUNK)
+            }
+            Some(buf) => {
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                let r = (&*sock).read(&mut buf[start..]);
+                buf.truncate(start + r.as_ref().map_or(0, |n| *n));
+                (r?, want)
+            }
+        };
+        got = n;
+        if n > 0 && n < room {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        r => r,
     }
 }
 

@@ -1,0 +1,153 @@
+//! Pre-warmed instances: for each class in use, a few instances created ahead
+//! of time, so that waking an evicted object (or starting a new one) costs a
+//! swap instead of an instantiation.
+//!
+//! A warm instance is instantiated against a placeholder object of its class
+//! (empty name, no sockets, nothing in storage): the component's start
+//! functions run then, before any object is bound — they see an empty object,
+//! and whatever they write is discarded. The object's own `init()` runs when the
+//! instance is given to it, as with any new instance. A refill task per class
+//! replaces each instance taken, off the event's path.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::bindings::Object;
+use crate::ids::ObjectId;
+use crate::objects::{ObjectCore, ObjectCtx, Runtime};
+use crate::storage::ObjectStorage;
+
+/// An instance waiting for its object.
+pub(crate) struct WarmInstance {
+    pub(crate) store: Store<ObjectCtx>,
+    pub(crate) object: Object,
+}
+
+/// The pre-warmed instances of every class.
+#[derive(Default)]
+pub(crate) struct WarmPool {
+    ready: Mutex<HashMap<String, Vec<WarmInstance>>>,
+    /// Classes with a refill task running.
+    filling: Mutex<HashSet<String>>,
+}
+
+impl WarmPool {
+    /// Takes a warm instance of `class`, if there is one.
+    pub(crate) fn take(
+        &self,
+        class: &str,
+        metrics: &crate::metrics::Metrics,
+    ) -> Option<WarmInstance> {
+        let warm = self.ready.lock().ok()?.get_mut(class)?.pop()?;
+        metrics.warm_taken();
+        Some(warm)
+    }
+
+    fn count(&self, class: &str) -> usize {
+        self.ready
+            .lock()
+            .map(|r| r.get(class).map_or(0, Vec::len))
+            .unwrap_or(usize::MAX)
+    }
+
+    fn put(&self, class: &str, warm: WarmInstance) {
+        if let Ok(mut r) = self.ready.lock() {
+            r.entry(class.to_string()).or_default().push(warm);
+        }
+    }
+
+    /// Drops every warm instance (shutdown).
+    pub(crate) fn clear(&self, metrics: &crate::metrics::Metrics) {
+        let drained: Vec<WarmInstance> = match self.ready.lock() {
+            Ok(mut r) => r.drain().flat_map(|(_, v)| v).collect(),
+            Err(_) => Vec::new(),
+        };
+        for _ in &drained {
+            metrics.warm_taken();
+        }
+        drop(drained);
+    }
+}
+
+/// Starts a task that brings `class`'s warm instances up to the configured
+/// number, unless one is already at it.
+pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
+    let want = rt.config.prewarm_instances as usize;
+    if want == 0 || rt.shutdown.is_cancelled() || rt.warm.count(class) >= want {
+        return;
+    }
+    match rt.warm.filling.lock() {
+        Ok(mut f) => {
+            if !f.insert(class.to_string()) {
+                return;
+            }
+        }
+        Err(_) => return,
+    }
+    let rt = rt.clone();
+    let class = class.to_string();
+    rt.tasks.clone().spawn(async move {
+        while !rt.shutdown.is_cancelled() && rt.warm.count(&class) < want {
+            let Some(pre) = rt.components.class(&class) else {
+                break;
+            };
+            let mut store = new_store(&rt, placeholder(&rt, &class));
+            match pre.instantiate_async(&mut store).await {
+                Ok(object) => {
+                    // Counted as created when an object takes it.
+                    rt.metrics.warm_added();
+                    rt.warm.put(&class, WarmInstance { store, object });
+                }
+                Err(e) => {
+                    // The pool may be full (every slot live): try again after
+                    // the next instantiation of the class.
+                    tracing::debug!(class = %class, error = %format!("{e:#}"), "could not pre-warm an instance");
+                    break;
+                }
+            }
+        }
+        if let Ok(mut f) = rt.warm.filling.lock() {
+            f.remove(&class);
+        }
+        if rt.shutdown.is_cancelled() {
+            rt.warm.clear(&rt.metrics);
+        }
+    });
+}
+
+/// The object a warm instance is made for: its class, no name, nothing stored.
+fn placeholder(rt: &Arc<Runtime>, class: &str) -> ObjectCore {
+    let id = ObjectId {
+        class: class.to_string(),
+        name: String::new(),
+    };
+    ObjectCore {
+        storage: ObjectStorage::with_quota(rt.db.clone(), id.clone(), 0),
+        id,
+        rt: rt.clone(),
+        sockets: Default::default(),
+        auto: Default::default(),
+    }
+}
+
+/// A store for `core`, with the host's memory limits and CPU-time budget.
+pub(crate) fn new_store(rt: &Arc<Runtime>, core: ObjectCore) -> Store<ObjectCtx> {
+    let mut store = Store::new(&rt.components.engine, ObjectCtx::new(core));
+    store.limiter(|ctx| &mut ctx.limits);
+    let max_ticks = (rt.config.limits.max_event_cpu_ms
+        / crate::components::EPOCH_TICK.as_millis() as u64)
+        .max(1);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut ctx| {
+        let data = ctx.data_mut();
+        data.ticks += 1;
+        if data.ticks > max_ticks {
+            Err(wasmtime::Error::msg("event exceeded its CPU time limit"))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
