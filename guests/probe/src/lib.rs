@@ -38,6 +38,7 @@
 //! | `alloc` | `mb` | allocates `mb` MiB and writes to every page, then `200 allocated <mb> MiB`; if memory cannot grow that far, the allocation fails and the guest traps (memory-limit test) |
 //! | `self` | | `200 <class>/<name>` from `objects::self_id()` |
 //! | `unique` | | `200` with `objects::unique_id()` |
+//! | `client-ip` | | `200` with the request's `client-ip` (the TCP peer, or the `X-Forwarded-For` address the host trusts) |
 //! | `call` | `class`, `name`, `method`; the body is the payload | `200` with the result bytes, or `502` with the `Debug` of the `CallError` (e.g. `CallError::Cycle`) |
 //! | `storage-error` | `what=key\|value\|many` | tries `put` of a 3000-byte key / `put` of a 200 KiB value (key `probe:big`) / `put_many` of 200 entries (keys `probe:many:000`..`probe:many:199`); `200` with the `Debug` of the `StorageError` (e.g. `StorageError::KeyTooLarge(2048)`), or `200 ok` if the call succeeded |
 //!
@@ -140,6 +141,9 @@ impl Object for Probe {
             .rsplit('/')
             .next()
             .unwrap_or("");
+        if op == "client-ip" {
+            return Response::text(200, request.client_ip).into();
+        }
         match http(op, &query, request.body) {
             Ok(response) => response.into(),
             Err(response) => response.into(),
