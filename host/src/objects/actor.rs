@@ -277,14 +277,25 @@ impl Actor {
             Some(core) => core.storage.take_batch(),
             None => Default::default(),
         };
-        let alarm = writes.alarm;
+        let alarm = writes.writes.alarm;
         let committed = if writes.is_empty() {
-            Ok(())
+            Ok(None)
         } else {
-            self.rt.committer.commit(self.id.clone(), writes).await
+            self.rt
+                .committer
+                .commit(self.id.clone(), writes)
+                .await
+                .map(Some)
         };
+        if let Some(core) = self.core_mut() {
+            match &committed {
+                Ok(Some(usage)) => core.storage.committed(*usage),
+                Ok(None) => {}
+                Err(_) => core.storage.commit_failed(),
+            }
+        }
         match committed {
-            Ok(()) => {
+            Ok(_) => {
                 match alarm {
                     Some(Some(at)) => self.rt.alarms.set(self.id.clone(), at),
                     Some(None) => self.rt.alarms.delete(self.id.clone()),

@@ -15,12 +15,13 @@ use crate::error::StorageError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
 use crate::storage::schema::{ALARMS, KV, USAGE};
-use crate::storage::{Db, WriteSet};
+use crate::storage::{Batch, Db};
 
 struct Request {
     id: ObjectId,
-    writes: WriteSet,
-    done: oneshot::Sender<Result<(), StorageError>>,
+    batch: Batch,
+    /// The object's usage after the commit, or why it failed.
+    done: oneshot::Sender<Result<u64, StorageError>>,
 }
 
 /// A cheap handle to the committer thread.
@@ -66,11 +67,12 @@ impl Committer {
         Ok((Committer { tx }, CommitterThread(Some(thread))))
     }
 
-    /// Commits one object's writes; resolves when they are durable.
-    pub async fn commit(&self, id: ObjectId, writes: WriteSet) -> Result<(), StorageError> {
+    /// Commits one object's writes; resolves when they are durable, with the
+    /// bytes (keys + values) the object stores now.
+    pub async fn commit(&self, id: ObjectId, batch: Batch) -> Result<u64, StorageError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Request { id, writes, done })
+            .send(Request { id, batch, done })
             .map_err(|_| StorageError::CommitterStopped)?;
         wait.await.map_err(|_| StorageError::CommitterStopped)?
     }
@@ -83,24 +85,40 @@ fn run(
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<Request>,
 ) {
+    let mut usages = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while group && let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let started = Instant::now();
-        let result = commit_batch(&db, durability, &batch);
+        let result = commit_batch(&db, durability, &batch, &mut usages);
         metrics.record_commit(batch.len(), started.elapsed());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, objects = batch.len(), "group commit failed");
-        }
-        for req in batch {
-            let _ = req.done.send(result.clone());
+        match result {
+            Ok(()) => {
+                for (req, used) in batch.into_iter().zip(usages.drain(..)) {
+                    let _ = req.done.send(Ok(used));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, objects = batch.len(), "group commit failed");
+                for req in batch {
+                    let _ = req.done.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
-fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<(), StorageError> {
+/// Commits every request's writes in one transaction; `usages` gets each
+/// object's usage afterwards, in order.
+fn commit_batch(
+    db: &Db,
+    durability: Durability,
+    batch: &[Request],
+    usages: &mut Vec<u64>,
+) -> Result<(), StorageError> {
+    usages.clear();
     let err = |e: &dyn std::fmt::Display| StorageError::Commit(e.to_string());
     let mut txn = db.database().begin_write().map_err(|e| err(&e))?;
     txn.set_durability(match durability {
@@ -113,7 +131,8 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
         let mut alarms = txn.open_table(ALARMS).map_err(|e| err(&e))?;
         let mut usage = txn.open_table(USAGE).map_err(|e| err(&e))?;
         for req in batch {
-            match req.writes.alarm {
+            let writes = &req.batch.writes;
+            match writes.alarm {
                 Some(Some(at)) => {
                     alarms
                         .insert((req.id.class.as_str(), req.id.name.as_str()), at)
@@ -127,11 +146,17 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                 None => {}
             }
             let (c, n) = (req.id.class.as_str(), req.id.name.as_str());
-            let mut used = usage
-                .get((c, n))
-                .map_err(|e| err(&e))?
-                .map_or(0, |v| v.value());
-            if req.writes.clear {
+            // The object's view knows its usage after its first commit; only
+            // a fresh one makes us read it.
+            let before = match req.batch.usage_before {
+                Some(u) => u,
+                None => usage
+                    .get((c, n))
+                    .map_err(|e| err(&e))?
+                    .map_or(0, |v| v.value()),
+            };
+            let mut used = before;
+            if writes.clear {
                 let next_name = format!("{n}\0");
                 table
                     .retain_in::<(&str, &str, &[u8]), _>(
@@ -141,7 +166,7 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                     .map_err(|e| err(&e))?;
                 used = 0;
             }
-            for (key, value) in &req.writes.entries {
+            for (key, value) in &writes.entries {
                 let old = match value {
                     Some(v) => {
                         used += (key.len() + v.len()) as u64;
@@ -159,11 +184,14 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                     used = used.saturating_sub((key.len() + old) as u64);
                 }
             }
-            if used == 0 {
-                usage.remove((c, n)).map_err(|e| err(&e))?;
-            } else {
-                usage.insert((c, n), used).map_err(|e| err(&e))?;
+            if used != before {
+                if used == 0 {
+                    usage.remove((c, n)).map_err(|e| err(&e))?;
+                } else {
+                    usage.insert((c, n), used).map_err(|e| err(&e))?;
+                }
             }
+            usages.push(used);
         }
     }
     txn.commit().map_err(|e| err(&e))
