@@ -2,13 +2,20 @@
 //! since the last commit — across all objects — and commits them in one redb
 //! write transaction, with one fsync. Each requester learns when its writes are
 //! durable (or that the commit failed) and only then releases its output.
+//!
+//! A failed commit is fatal. After an I/O error redb refuses every later
+//! transaction (`PreviousIo`) until the database is closed and reopened, and
+//! reopening repairs it. So the first failure is kept, every later request
+//! fails at once without touching the database, and [`Committer::failed`]
+//! tells the server, which shuts the host down for its supervisor to restart.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use redb::ReadableTable;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Durability;
 use crate::error::StorageError;
@@ -28,6 +35,29 @@ struct Request {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Request>,
+    failure: Arc<Failure>,
+}
+
+/// The first failed commit, once there is one.
+#[derive(Default)]
+struct Failure {
+    error: OnceLock<StorageError>,
+    /// Cancelled when `error` is set.
+    token: CancellationToken,
+}
+
+impl Failure {
+    fn set(&self, e: StorageError) {
+        let _ = self.error.set(e);
+        self.token.cancel();
+    }
+
+    /// What a request gets once the storage has failed.
+    fn refusal(&self) -> Option<StorageError> {
+        self.error
+            .get()
+            .map(|e| StorageError::Failed(e.to_string()))
+    }
 }
 
 /// Joins the committer thread when the last [`Committer`] is dropped.
@@ -61,10 +91,29 @@ impl Committer {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Committer, CommitterThread)> {
         let (tx, rx) = mpsc::channel::<Request>();
+        let failure = Arc::new(Failure::default());
+        let f = failure.clone();
         let thread = std::thread::Builder::new()
             .name("roomhost-committer".into())
-            .spawn(move || run(db, durability, group, metrics, rx))?;
-        Ok((Committer { tx }, CommitterThread(Some(thread))))
+            .spawn(move || run(db, durability, group, metrics, &f, rx))?;
+        Ok((Committer { tx, failure }, CommitterThread(Some(thread))))
+    }
+
+    /// Resolves once a commit has failed (the storage is unusable until the
+    /// host restarts). It holds no handle: the committer still stops when
+    /// the last [`Committer`] is dropped.
+    pub fn failed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.failure.token.clone().cancelled_owned()
+    }
+
+    /// The first commit failure, if one happened.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.failure.error.get().cloned()
+    }
+
+    /// An error for anything that would release output, once storage failed.
+    pub fn refusal(&self) -> Option<StorageError> {
+        self.failure.refusal()
     }
 
     /// Commits one object's writes; resolves when they are durable, with the
@@ -83,6 +132,7 @@ fn run(
     durability: Durability,
     group: bool,
     metrics: Arc<Metrics>,
+    failure: &Failure,
     rx: mpsc::Receiver<Request>,
 ) {
     let mut usages = Vec::new();
@@ -90,6 +140,12 @@ fn run(
         let mut batch = vec![first];
         while group && let Ok(more) = rx.try_recv() {
             batch.push(more);
+        }
+        if let Some(refusal) = failure.refusal() {
+            for req in batch {
+                let _ = req.done.send(Err(refusal.clone()));
+            }
+            continue;
         }
         let started = Instant::now();
         let result = commit_batch(&db, durability, &batch, &mut usages);
@@ -101,7 +157,14 @@ fn run(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, objects = batch.len(), "group commit failed");
+                tracing::error!(
+                    error = %e,
+                    objects = batch.len(),
+                    "group commit failed; the batches' output is dropped and no further commit \
+                     is attempted: the host shuts down so that a restart reopens (and repairs) \
+                     the database"
+                );
+                failure.set(e.clone());
                 for req in batch {
                     let _ = req.done.send(Err(e.clone()));
                 }

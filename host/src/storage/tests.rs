@@ -217,7 +217,7 @@ async fn the_quota_is_exact_near_the_limit() {
         |m: &BTreeMap<Vec<u8>, Vec<u8>>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
     let (mut refused, mut accepted) = (0, 0);
     for seed in 1..=30u64 {
-        let id = ObjectId::new("test", &format!("quota-model-{seed}"));
+        let id = ObjectId::new("test", format!("quota-model-{seed}"));
         let mut storage = ObjectStorage::with_quota(db.clone(), id.clone(), QUOTA as u64);
         let mut rng = Rng(seed * 0x2545_F491_4F6C_DD1D);
         let mut batch: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
