@@ -419,14 +419,15 @@ async fn serve(
             Err(_) => return closing.unwrap_or_else(lost),
         };
         if ready.is_some_and(|r| r.is_readable() || r.is_read_closed()) {
-            let buf = inbuf.get_or_insert_with(BytesMut::new);
             // `decode` has already refused a header that declares too much.
-            let want = decoder
-                .wanted(buf)
-                .max(READ_CHUNK)
-                .min(params.max_frame_bytes.max(READ_CHUNK) + 14);
-            buf.reserve(want);
-            match stream.try_read_buf(buf) {
+            let want = match &inbuf {
+                Some(buf) => decoder
+                    .wanted(buf)
+                    .max(READ_CHUNK)
+                    .min(params.max_frame_bytes.max(READ_CHUNK) + 14),
+                None => READ_CHUNK,
+            };
+            match read_some(stream, &mut inbuf, want) {
                 Ok(0) => {
                     read_closed = true;
                     if closing.is_none() {
@@ -438,6 +439,53 @@ async fn serve(
                 Err(_) => return closing.unwrap_or_else(lost),
             }
         }
+    }
+}
+
+/// Reads what the socket holds into `inbuf`: `Ok(0)` at end of stream.
+///
+/// Without a partial frame buffered (the usual case: one small message at a
+/// time), it reads into the stack and keeps only the bytes read, instead of
+/// allocating a [`READ_CHUNK`] buffer per message. A read that does not fill
+/// the space offered has drained the socket, so the readiness is cleared
+/// right away (tokio keeps it if data arrived meanwhile): the next wait does
+/// not first need a read that fails with EAGAIN.
+fn read_some(
+    stream: &TcpStream,
+    inbuf: &mut Option<BytesMut>,
+    want: usize,
+) -> std::io::Result<usize> {
+    use std::io::Read as _;
+    let mut got = 0;
+    let r = stream.try_io(Interest::READABLE, || {
+        let sock = socket2::SockRef::from(stream);
+        let (n, room) = match inbuf.as_mut() {
+            None => {
+                let mut chunk = [0u8; READ_CHUNK];
+                let n = (&*sock).read(&mut chunk)?;
+                if n > 0 {
+                    *inbuf = Some(BytesMut::from(&chunk[..n]));
+                }
+                (n, READ_CHUNK)
+            }
+            Some(buf) => {
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                let r = (&*sock).read(&mut buf[start..]);
+                buf.truncate(start + *r.as_ref().unwrap_or(&0));
+                (r?, want)
+            }
+        };
+        got = n;
+        if n > 0 && n < room {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        r => r,
     }
 }
 
