@@ -123,8 +123,7 @@ impl Server {
             });
         }
         drop(listener);
-        let failure = rt.committer.failure();
-        match &failure {
+        match &rt.committer.failure() {
             Some(e) => tracing::error!(
                 error = %e,
                 "storage failed: shutting down (sockets close with 1011); restart the host to reopen and repair the database"
@@ -139,6 +138,8 @@ impl Server {
         {
             tracing::warn!("shutdown grace period passed with tasks still running");
         }
+        // Also a commit that failed while draining (its output was dropped).
+        let failure = rt.committer.failure();
         // The committer stops when the last handle (inside the runtime) is gone.
         match Arc::try_unwrap(rt) {
             Ok(rt) => {
