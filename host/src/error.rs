@@ -81,6 +81,10 @@ pub enum StorageError {
     /// The committer has stopped (the host is shutting down).
     #[error("the committer has stopped")]
     CommitterStopped,
+    /// An earlier commit failed; redb refuses every write after an I/O error
+    /// until the database is reopened, so nothing is committed any more.
+    #[error("storage failed earlier ({0}); no commits until the host restarts")]
+    Failed(String),
 }
 
 /// A component could not be prepared.

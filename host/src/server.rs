@@ -75,6 +75,11 @@ impl Server {
 
     /// Serves connections from `listener` until `shutdown` resolves; then closes
     /// every socket (1001), waits for in-flight events and the last commit.
+    ///
+    /// A failed commit also ends it: redb accepts no writes after an I/O
+    /// error until it is reopened, so the host closes every socket with 1011,
+    /// drains, and returns the error (the binary exits non-zero for its
+    /// supervisor to restart it; opening the file again repairs it).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -86,6 +91,8 @@ impl Server {
             committer,
         } = self;
         tokio::pin!(shutdown);
+        let storage_failed = rt.committer.failed();
+        tokio::pin!(storage_failed);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -98,6 +105,7 @@ impl Server {
                     }
                 },
                 _ = &mut shutdown => break,
+                _ = &mut storage_failed => break,
             };
             let _ = stream.set_nodelay(true);
             let (rt2, router2) = (rt.clone(), router.clone());
@@ -117,7 +125,13 @@ impl Server {
             });
         }
         drop(listener);
-        tracing::info!("shutting down: closing sockets and draining objects");
+        match &rt.committer.failure() {
+            Some(e) => tracing::error!(
+                error = %e,
+                "storage failed: shutting down (sockets close with 1011); restart the host to reopen and repair the database"
+            ),
+            None => tracing::info!("shutting down: closing sockets and draining objects"),
+        }
         rt.shutdown.cancel();
         rt.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, rt.tasks.wait())
@@ -128,6 +142,8 @@ impl Server {
         }
         // Warm instances hold the runtime (a cycle): drop them.
         rt.warm.clear(&rt.metrics);
+        // Also a commit that failed while draining (its output was dropped).
+        let failure = rt.committer.failure();
         // The committer stops when the last handle (inside the runtime) is gone.
         match Arc::try_unwrap(rt) {
             Ok(rt) => {
@@ -138,7 +154,10 @@ impl Server {
                 "runtime still referenced after shutdown; not waiting for the committer"
             ),
         }
-        Ok(())
+        match failure {
+            Some(e) => Err(Error::Storage(e)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -67,6 +67,9 @@ const MAX_HISTORY: u32 = 1000;
 thread_local! {
     /// The timestamp of the newest stored message; `None` until read from storage.
     static LAST_TIMESTAMP: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Whether the class var turned the rate limiter off (read once per
+    /// instance: each read of the environment copies all of it in).
+    static LIMITER_OFF: Cell<Option<bool>> = const { Cell::new(None) };
     /// The members in join order: a cache of what the sockets' tags and
     /// attachments say, built on first use after the instance starts (so a
     /// woken room rebuilds it once instead of on every join).
@@ -311,7 +314,12 @@ fn chat(id: SocketId, ip: &str, name: &str, data: &Map<String, Value>) {
 /// Asks the client IP's rate limiter whether it may send; fails open. The class
 /// var `RATE_LIMIT = "off"` turns limiting off (benchmarks, trusted networks).
 fn rate_limit_allows(ip: &str) -> bool {
-    if std::env::var("RATE_LIMIT").is_ok_and(|v| v == "off") {
+    let off = LIMITER_OFF.get().unwrap_or_else(|| {
+        let off = std::env::var("RATE_LIMIT").is_ok_and(|v| v == "off");
+        LIMITER_OFF.set(Some(off));
+        off
+    });
+    if off {
         return true;
     }
     match objects::call("rate-limiter", ip, "check", b"") {

@@ -289,14 +289,30 @@ impl Actor {
             Some(core) => core.storage.take_batch(),
             None => Default::default(),
         };
-        let alarm = writes.alarm;
+        let alarm = writes.writes.alarm;
         let committed = if writes.is_empty() {
-            Ok(())
+            // Once storage has failed, no output at all leaves: the host is
+            // going down and nothing this object says can be trusted to last.
+            match self.rt.committer.refusal() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            }
         } else {
-            self.rt.committer.commit(self.id.clone(), writes).await
+            self.rt
+                .committer
+                .commit(self.id.clone(), writes)
+                .await
+                .map(Some)
         };
+        if let Some(core) = self.core_mut() {
+            match &committed {
+                Ok(Some(usage)) => core.storage.committed(*usage),
+                Ok(None) => {}
+                Err(_) => core.storage.commit_failed(),
+            }
+        }
         match committed {
-            Ok(()) => {
+            Ok(_) => {
                 match alarm {
                     Some(Some(at)) => self.rt.alarms.set(self.id.clone(), at),
                     Some(None) => self.rt.alarms.delete(self.id.clone()),
@@ -545,13 +561,18 @@ impl Actor {
         }
     }
 
-    /// Host shutdown: close every socket with 1001 and drop the instance.
+    /// Host shutdown: close every socket with 1001 (1011 when storage failed)
+    /// and drop the instance.
     fn shut_down(&mut self) {
         self.drop_instance();
+        let (code, reason) = match self.rt.committer.failure() {
+            Some(_) => (1011, "storage failed; host restarting"),
+            None => (1001, "host shutting down"),
+        };
         if let Some(core) = self.core_mut() {
             let sockets: Vec<_> = core.sockets.drain().collect();
             for entry in sockets {
-                entry.conn.close(1001, "host shutting down");
+                entry.conn.close(code, reason);
                 entry.conn.end();
                 self.rt.metrics.socket_closed();
             }

@@ -2,31 +2,62 @@
 //! since the last commit — across all objects — and commits them in one redb
 //! write transaction, with one fsync. Each requester learns when its writes are
 //! durable (or that the commit failed) and only then releases its output.
+//!
+//! A failed commit is fatal. After an I/O error redb refuses every later
+//! transaction (`PreviousIo`) until the database is closed and reopened, and
+//! reopening repairs it. So the first failure is kept, every later request
+//! fails at once without touching the database, and [`Committer::failed`]
+//! tells the server, which shuts the host down for its supervisor to restart.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use redb::ReadableTable;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Durability;
 use crate::error::StorageError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
 use crate::storage::schema::{ALARMS, KV, USAGE};
-use crate::storage::{Db, WriteSet};
+use crate::storage::{Batch, Db};
 
 struct Request {
     id: ObjectId,
-    writes: WriteSet,
-    done: oneshot::Sender<Result<(), StorageError>>,
+    batch: Batch,
+    /// The object's usage after the commit, or why it failed.
+    done: oneshot::Sender<Result<u64, StorageError>>,
 }
 
 /// A cheap handle to the committer thread.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Request>,
+    failure: Arc<Failure>,
+}
+
+/// The first failed commit, once there is one.
+#[derive(Default)]
+struct Failure {
+    error: OnceLock<StorageError>,
+    /// Cancelled when `error` is set.
+    token: CancellationToken,
+}
+
+impl Failure {
+    fn set(&self, e: StorageError) {
+        let _ = self.error.set(e);
+        self.token.cancel();
+    }
+
+    /// What a request gets once the storage has failed.
+    fn refusal(&self) -> Option<StorageError> {
+        self.error
+            .get()
+            .map(|e| StorageError::Failed(e.to_string()))
+    }
 }
 
 /// Joins the committer thread when the last [`Committer`] is dropped.
@@ -60,17 +91,37 @@ impl Committer {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Committer, CommitterThread)> {
         let (tx, rx) = mpsc::channel::<Request>();
+        let failure = Arc::new(Failure::default());
+        let f = failure.clone();
         let thread = std::thread::Builder::new()
             .name("roomhost-committer".into())
-            .spawn(move || run(db, durability, group, metrics, rx))?;
-        Ok((Committer { tx }, CommitterThread(Some(thread))))
+            .spawn(move || run(db, durability, group, metrics, &f, rx))?;
+        Ok((Committer { tx, failure }, CommitterThread(Some(thread))))
     }
 
-    /// Commits one object's writes; resolves when they are durable.
-    pub async fn commit(&self, id: ObjectId, writes: WriteSet) -> Result<(), StorageError> {
+    /// Resolves once a commit has failed (the storage is unusable until the
+    /// host restarts). It holds no handle: the committer still stops when
+    /// the last [`Committer`] is dropped.
+    pub fn failed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.failure.token.clone().cancelled_owned()
+    }
+
+    /// The first commit failure, if one happened.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.failure.error.get().cloned()
+    }
+
+    /// An error for anything that would release output, once storage failed.
+    pub fn refusal(&self) -> Option<StorageError> {
+        self.failure.refusal()
+    }
+
+    /// Commits one object's writes; resolves when they are durable, with the
+    /// bytes (keys + values) the object stores now.
+    pub async fn commit(&self, id: ObjectId, batch: Batch) -> Result<u64, StorageError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Request { id, writes, done })
+            .send(Request { id, batch, done })
             .map_err(|_| StorageError::CommitterStopped)?;
         wait.await.map_err(|_| StorageError::CommitterStopped)?
     }
@@ -81,26 +132,56 @@ fn run(
     durability: Durability,
     group: bool,
     metrics: Arc<Metrics>,
+    failure: &Failure,
     rx: mpsc::Receiver<Request>,
 ) {
+    let mut usages = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while group && let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let started = Instant::now();
-        let result = commit_batch(&db, durability, &batch);
-        metrics.record_commit(batch.len(), started.elapsed());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, objects = batch.len(), "group commit failed");
+        if let Some(refusal) = failure.refusal() {
+            for req in batch {
+                let _ = req.done.send(Err(refusal.clone()));
+            }
+            continue;
         }
-        for req in batch {
-            let _ = req.done.send(result.clone());
+        let started = Instant::now();
+        let result = commit_batch(&db, durability, &batch, &mut usages);
+        metrics.record_commit(batch.len(), started.elapsed());
+        match result {
+            Ok(()) => {
+                for (req, used) in batch.into_iter().zip(usages.drain(..)) {
+                    let _ = req.done.send(Ok(used));
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    objects = batch.len(),
+                    "group commit failed; the batches' output is dropped and no further commit \
+                     is attempted: the host shuts down so that a restart reopens (and repairs) \
+                     the database"
+                );
+                failure.set(e.clone());
+                for req in batch {
+                    let _ = req.done.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
-fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<(), StorageError> {
+/// Commits every request's writes in one transaction; `usages` gets each
+/// object's usage afterwards, in order.
+fn commit_batch(
+    db: &Db,
+    durability: Durability,
+    batch: &[Request],
+    usages: &mut Vec<u64>,
+) -> Result<(), StorageError> {
+    usages.clear();
     let err = |e: &dyn std::fmt::Display| StorageError::Commit(e.to_string());
     let mut txn = db.database().begin_write().map_err(|e| err(&e))?;
     txn.set_durability(match durability {
@@ -113,7 +194,8 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
         let mut alarms = txn.open_table(ALARMS).map_err(|e| err(&e))?;
         let mut usage = txn.open_table(USAGE).map_err(|e| err(&e))?;
         for req in batch {
-            match req.writes.alarm {
+            let writes = &req.batch.writes;
+            match writes.alarm {
                 Some(Some(at)) => {
                     alarms
                         .insert((req.id.class.as_str(), req.id.name.as_str()), at)
@@ -127,11 +209,17 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                 None => {}
             }
             let (c, n) = (req.id.class.as_str(), req.id.name.as_str());
-            let mut used = usage
-                .get((c, n))
-                .map_err(|e| err(&e))?
-                .map_or(0, |v| v.value());
-            if req.writes.clear {
+            // The object's view knows its usage after its first commit; only
+            // a fresh one makes us read it.
+            let before = match req.batch.usage_before {
+                Some(u) => u,
+                None => usage
+                    .get((c, n))
+                    .map_err(|e| err(&e))?
+                    .map_or(0, |v| v.value()),
+            };
+            let mut used = before;
+            if writes.clear {
                 let next_name = format!("{n}\0");
                 table
                     .retain_in::<(&str, &str, &[u8]), _>(
@@ -141,7 +229,7 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                     .map_err(|e| err(&e))?;
                 used = 0;
             }
-            for (key, value) in &req.writes.entries {
+            for (key, value) in &writes.entries {
                 let old = match value {
                     Some(v) => {
                         used += (key.len() + v.len()) as u64;
@@ -159,11 +247,14 @@ fn commit_batch(db: &Db, durability: Durability, batch: &[Request]) -> Result<()
                     used = used.saturating_sub((key.len() + old) as u64);
                 }
             }
-            if used == 0 {
-                usage.remove((c, n)).map_err(|e| err(&e))?;
-            } else {
-                usage.insert((c, n), used).map_err(|e| err(&e))?;
+            if used != before {
+                if used == 0 {
+                    usage.remove((c, n)).map_err(|e| err(&e))?;
+                } else {
+                    usage.insert((c, n), used).map_err(|e| err(&e))?;
+                }
             }
+            usages.push(used);
         }
     }
     txn.commit().map_err(|e| err(&e))

@@ -232,6 +232,12 @@ pub struct ListQuery {
 
 /// One object's storage during events: event writes over batch writes over the
 /// database.
+///
+/// The quota is checked against an upper bound of the usage, which costs no
+/// database read: each put adds its key + value size, deletes subtract nothing,
+/// and every commit resets the bound to the exact usage the committer reports.
+/// Only a write that would take the bound past the quota pays for the exact
+/// figure (reading the committed size of every key the batch touched).
 pub struct ObjectStorage {
     db: Db,
     id: ObjectId,
@@ -241,11 +247,32 @@ pub struct ObjectStorage {
     event: WriteSet,
     /// The object's storage quota in bytes (keys + values); 0: none.
     quota: u64,
-    /// Committed usage, read lazily (after each commit it is read again).
+    /// Committed usage, exact, when known: from the last commit's result, or
+    /// read once from the usage table.
     committed_usage: Option<u64>,
-    /// Usage change of the batch's kept events, and of the running event.
-    batch_delta: i64,
-    event_delta: i64,
+    /// An upper bound of the usage including the running event (None:
+    /// unknown, compute it exactly).
+    bound: Option<u64>,
+    /// The same bound at the end of the batch's last kept event (a trap goes
+    /// back to it).
+    batch_bound: Option<u64>,
+}
+
+/// One object's writes, ready for the committer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// The writes.
+    pub writes: WriteSet,
+    /// The object's committed usage before these writes, when its view knows
+    /// it exactly (the committer then need not read it).
+    pub usage_before: Option<u64>,
+}
+
+impl Batch {
+    /// True when committing it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
 }
 
 /// Why a write was refused.
@@ -282,8 +309,8 @@ impl ObjectStorage {
             event: WriteSet::default(),
             quota,
             committed_usage: None,
-            batch_delta: 0,
-            event_delta: 0,
+            bound: None,
+            batch_bound: None,
         }
     }
 
@@ -291,33 +318,78 @@ impl ObjectStorage {
     /// discarded (the guest trapped).
     pub fn end_event(&mut self, keep: bool) {
         let event = std::mem::take(&mut self.event);
-        let delta = std::mem::take(&mut self.event_delta);
         if keep {
             self.batch.absorb(event);
-            self.batch_delta += delta;
+            self.batch_bound = self.bound;
+        } else {
+            self.bound = self.batch_bound;
         }
     }
 
-    /// Takes the batch's writes for commit.
-    pub fn take_batch(&mut self) -> WriteSet {
-        self.committed_usage = None;
-        self.batch_delta = 0;
-        std::mem::take(&mut self.batch)
+    /// Takes the batch's writes for commit. Until [`ObjectStorage::committed`]
+    /// reports the result, the committed usage is unknown.
+    pub fn take_batch(&mut self) -> Batch {
+        let writes = std::mem::take(&mut self.batch);
+        let usage_before = if writes.is_empty() {
+            self.committed_usage
+        } else {
+            self.committed_usage.take()
+        };
+        Batch {
+            writes,
+            usage_before,
+        }
     }
 
-    /// Bytes (keys + values) the object uses, as this event sees it.
-    pub fn usage(&mut self) -> Result<u64, StorageError> {
-        let committed = match self.committed_usage {
-            Some(u) => u,
+    /// The batch taken last is durable and the object now uses `usage` bytes.
+    pub fn committed(&mut self, usage: u64) {
+        self.committed_usage = Some(usage);
+        self.bound = Some(usage);
+        self.batch_bound = Some(usage);
+    }
+
+    /// The batch taken last was not committed: forget what it assumed.
+    pub fn commit_failed(&mut self) {
+        self.committed_usage = None;
+        self.bound = None;
+        self.batch_bound = None;
+    }
+
+    fn committed_usage(&mut self) -> Result<u64, StorageError> {
+        match self.committed_usage {
+            Some(u) => Ok(u),
             None => {
                 let u = self.db.usage(&self.id)?;
                 self.committed_usage = Some(u);
-                u
+                Ok(u)
             }
+        }
+    }
+
+    /// Bytes (keys + values) the object uses, as this event sees it, exactly:
+    /// the committed usage, minus the committed size of every key the batch
+    /// and the event wrote, plus what they wrote.
+    pub fn usage(&mut self) -> Result<u64, StorageError> {
+        let cleared = self.batch.clear || self.event.clear;
+        let mut total = if cleared {
+            0
+        } else {
+            i64::try_from(self.committed_usage()?).unwrap_or(i64::MAX)
         };
-        let now =
-            i64::try_from(committed).unwrap_or(i64::MAX) + self.batch_delta + self.event_delta;
-        Ok(u64::try_from(now).unwrap_or(0))
+        let from_batch = self
+            .batch
+            .entries
+            .iter()
+            .filter(|(k, _)| !self.event.clear && !self.event.entries.contains_key(*k));
+        for (k, v) in from_batch.chain(self.event.entries.iter()) {
+            if !cleared && let Some(old) = self.db.get(&self.id, k)? {
+                total -= entry_size(k, &old);
+            }
+            if let Some(v) = v {
+                total += entry_size(k, v);
+            }
+        }
+        Ok(u64::try_from(total).unwrap_or(0))
     }
 
     /// How much writing `entries` would change the usage by.
@@ -333,12 +405,35 @@ impl ObjectStorage {
     /// Buffers writes, all or none, within the quota.
     pub fn put_many(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), WriteError> {
         if self.quota > 0 {
-            let delta = self.delta_of(&entries)?;
-            let after = i64::try_from(self.usage()?).unwrap_or(i64::MAX) + delta;
-            if delta > 0 && after > i64::try_from(self.quota).unwrap_or(i64::MAX) {
-                return Err(WriteError::QuotaExceeded(self.quota));
+            let added: u64 = entries
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum();
+            let bound = match self.bound {
+                Some(b) => Some(b),
+                // Nothing written since the last commit: the committed usage
+                // is the bound (read once per actor, then kept up to date).
+                None if self.batch.is_empty() && self.event.is_empty() => {
+                    Some(self.committed_usage()?)
+                }
+                None => None,
+            };
+            match bound.map(|b| b.saturating_add(added)) {
+                Some(after) if after <= self.quota => self.bound = Some(after),
+                _ => {
+                    // Close to the quota (or no bound): the exact figure.
+                    let delta = self.delta_of(&entries)?;
+                    let now = i64::try_from(self.usage()?).unwrap_or(i64::MAX);
+                    let after = now.saturating_add(delta);
+                    if delta > 0 && after > i64::try_from(self.quota).unwrap_or(i64::MAX) {
+                        return Err(WriteError::QuotaExceeded(self.quota));
+                    }
+                    // `delta` is exact only without repeated keys; this is
+                    // an upper bound either way.
+                    let now = u64::try_from(now).unwrap_or(0);
+                    self.bound = Some(now.saturating_add(added));
+                }
             }
-            self.event_delta += delta;
         }
         for (k, v) in entries {
             self.event.entries.insert(k, Some(v));
@@ -364,10 +459,8 @@ impl ObjectStorage {
 
     /// Buffers a delete; returns whether the key existed.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<bool, StorageError> {
+        // The bound stays: it is an upper bound, and shrinking never fails.
         let old = self.get(&key)?;
-        if let Some(old) = &old {
-            self.event_delta -= entry_size(&key, old);
-        }
         self.event.entries.insert(key, None);
         Ok(old.is_some())
     }
@@ -395,21 +488,7 @@ impl ObjectStorage {
         self.event.clear = true;
         self.event.entries.clear();
         // Everything is gone: the usage drops to zero.
-        let committed = self
-            .committed_usage
-            .map_or(0, |u| i64::try_from(u).unwrap_or(i64::MAX));
-        self.event_delta = match self.committed_usage {
-            Some(_) => -(committed + self.batch_delta),
-            None => {
-                // Unknown committed usage: read it so the delta is exact.
-                let c = self
-                    .db
-                    .usage(&self.id)
-                    .map_or(0, |u| i64::try_from(u).unwrap_or(i64::MAX));
-                self.committed_usage = Some(u64::try_from(c).unwrap_or(0));
-                -(c + self.batch_delta)
-            }
-        };
+        self.bound = Some(0);
     }
 
     /// Lists entries in key order (or reverse), merging the layers.

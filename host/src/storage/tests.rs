@@ -129,13 +129,19 @@ async fn storage_matches_a_model_across_events_traps_and_commits() {
             }
         }
         if rng.below(2) == 0 {
-            committer
+            let used_now = committer
                 .commit(id.clone(), storage.take_batch())
                 .await
                 .expect("commit");
+            // As the actor does, most of the time: the view then knows its
+            // usage without reading it, and passes it to the next commit.
+            if seed % 4 != 0 {
+                storage.committed(used_now);
+            }
             committed = batch.clone();
             let used: usize = committed.iter().map(|(k, v)| k.len() + v.len()).sum();
             assert_eq!(db.usage(&id).expect("usage"), used as u64, "usage is exact");
+            assert_eq!(used_now, used as u64, "the committer reports it");
             assert_eq!(storage.usage().expect("usage"), used as u64);
             // A fresh view (as after a restart) sees exactly what was committed.
             let fresh = ObjectStorage::new(db.clone(), id.clone());
@@ -194,6 +200,84 @@ async fn the_quota_refuses_growth_but_not_shrinking() {
         .await
         .expect("commit");
     assert_eq!(db.usage(&id).expect("usage"), 0);
+}
+
+/// Near a small quota the view must refuse exactly the writes that would take
+/// the exact usage past it — whatever its cheap upper bound says — across
+/// events that trap, commits it is told about and commits it is not.
+#[tokio::test]
+async fn the_quota_is_exact_near_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("quota-model.redb")).expect("open");
+    let (committer, _thread) =
+        Committer::start(db.clone(), Durability::None, Arc::new(Metrics::default()))
+            .expect("start");
+    const QUOTA: usize = 120;
+    let size =
+        |m: &BTreeMap<Vec<u8>, Vec<u8>>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let (mut refused, mut accepted) = (0, 0);
+    for seed in 1..=30u64 {
+        let id = ObjectId::new("test", format!("quota-model-{seed}"));
+        let mut storage = ObjectStorage::with_quota(db.clone(), id.clone(), QUOTA as u64);
+        let mut rng = Rng(seed * 0x2545_F491_4F6C_DD1D);
+        let mut batch: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for event in 0..40 {
+            let mut view = batch.clone();
+            for _op in 0..4 {
+                match rng.below(8) {
+                    0..=4 => {
+                        let k = key(&mut rng);
+                        let v = vec![7u8; rng.below(40) as usize];
+                        let mut after = view.clone();
+                        after.insert(k.clone(), v.clone());
+                        let fits = size(&after) <= QUOTA || size(&after) <= size(&view);
+                        match storage.put(k, v) {
+                            Ok(()) => {
+                                assert!(fits, "seed {seed}: accepted past the quota");
+                                view = after;
+                                accepted += 1;
+                            }
+                            Err(WriteError::QuotaExceeded(_)) => {
+                                assert!(!fits, "seed {seed}: refused a write that fits");
+                                refused += 1;
+                            }
+                            Err(WriteError::Storage(e)) => panic!("{e}"),
+                        }
+                    }
+                    5 | 6 => {
+                        let k = key(&mut rng);
+                        storage.delete(k.clone()).expect("delete");
+                        view.remove(&k);
+                    }
+                    _ => {
+                        if rng.below(6) == 0 {
+                            storage.delete_all();
+                            view.clear();
+                        }
+                    }
+                }
+            }
+            let keep = rng.below(4) != 0;
+            storage.end_event(keep);
+            if keep {
+                batch = view;
+            }
+            if event % 3 == 2 {
+                let used = committer
+                    .commit(id.clone(), storage.take_batch())
+                    .await
+                    .expect("commit");
+                assert_eq!(used, size(&batch) as u64);
+                if rng.below(2) == 0 {
+                    storage.committed(used);
+                }
+            }
+        }
+    }
+    assert!(
+        refused > 20 && accepted > 200,
+        "{refused} refused, {accepted} accepted"
+    );
 }
 
 #[test]

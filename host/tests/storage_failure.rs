@@ -1,0 +1,286 @@
+//! A commit that fails for real: the `roomhost` binary runs with a file-size
+//! limit (`ulimit -f`, with SIGXFSZ ignored, so that growing the database file
+//! fails with EFBIG instead of killing the process) while chat clients send
+//! messages. redb refuses every write after an I/O error until the database is
+//! reopened, so the host must drop the failed batches' output, close its
+//! sockets with 1011, exit non-zero, and — restarted on the same file without
+//! the limit — hold every message any client received.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    /// Everything the host printed (log on stdout, errors on stderr).
+    output: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit on its own.
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stop(self) {}
+}
+
+/// A failing assertion must not leave a host running.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on an ephemeral port; with `max_file_blocks`, under
+/// `ulimit -f` (512-byte blocks) with SIGXFSZ ignored, set by a shell that then
+/// execs the host (both survive the exec).
+fn spawn_host(data: &Path, config: &Path, max_file_blocks: Option<u64>) -> Proc {
+    let bin = env!("CARGO_BIN_EXE_roomhost");
+    let mut cmd = match max_file_blocks {
+        Some(blocks) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg(r#"trap '' XFSZ; ulimit -f "$1" || exit 97; shift; exec "$@""#)
+                .arg("sh")
+                .arg(blocks.to_string())
+                .arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start roomhost");
+    let output = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let out = output.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        out.lock().unwrap().push_str(&s);
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = match lines.next() {
+            Some(l) => l.unwrap(),
+            None => panic!(
+                "roomhost exited before listening: {}",
+                output.lock().unwrap()
+            ),
+        };
+        output.lock().unwrap().push_str(&format!("{line}\n"));
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.parse().unwrap();
+        }
+    };
+    let out = output.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            out.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    Proc {
+        child,
+        addr,
+        output,
+    }
+}
+
+async fn join(addr: SocketAddr, source: std::net::Ipv4Addr, name: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/api/room/full/websocket"), stream)
+            .await
+            .unwrap();
+    let mut c = Client { ws };
+    c.send_json(json!({ "name": name })).await;
+    loop {
+        if c.recv_json().await.get("ready").is_some() {
+            return c;
+        }
+    }
+}
+
+/// What a client saw: the chat messages, and how the connection ended.
+#[derive(Default)]
+struct Seen {
+    messages: Vec<Value>,
+    close: Option<u16>,
+}
+
+/// Reads one frame; `false` once the connection is over.
+async fn read_one(c: &mut Client, seen: &mut Seen, wait: Duration) -> Option<bool> {
+    match tokio::time::timeout(wait, c.ws.next()).await {
+        Err(_) => None,
+        Ok(Some(Ok(Message::Text(t)))) => {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v.get("message").is_some() {
+                seen.messages.push(v);
+            }
+            Some(true)
+        }
+        Ok(Some(Ok(Message::Close(frame)))) => {
+            seen.close = Some(frame.map_or(1005, |CloseFrame { code, .. }| u16::from(code)));
+            Some(false)
+        }
+        Ok(Some(Ok(_))) => Some(true),
+        Ok(Some(Err(_)) | None) => {
+            seen.close.get_or_insert(1006);
+            Some(false)
+        }
+    }
+}
+
+async fn history(addr: SocketAddr) -> Vec<Value> {
+    let (status, body) = http_request(addr, "GET", "/api/room/full/history?limit=1000", b"").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_drops_its_output_and_stops_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("full.redb");
+    let config = dir.path().join("roomhost.toml");
+    std::fs::write(
+        &config,
+        "[classes.chat-room]\ncomponent = \"builtin:chat-room\"\nvars = { RATE_LIMIT = \"off\" }\n",
+    )
+    .unwrap();
+
+    // A first start creates the database (and the compiled-component cache,
+    // which the limited start must not have to write).
+    let proc = spawn_host(&data, &config, None);
+    let (status, _) = http_request(proc.addr, "GET", "/api/room/full/history", b"").await;
+    assert_eq!(status, 200);
+    proc.stop();
+    let size = std::fs::metadata(&data).unwrap().len();
+    assert_eq!(size % 512, 0, "redb files grow in pages");
+
+    // Now the file may not grow: the first commit that needs more room fails.
+    let mut proc = spawn_host(&data, &config, Some(size / 512));
+    let mut sender = join(proc.addr, ip(1), "sender").await;
+    let mut watcher = join(proc.addr, ip(2), "watcher").await;
+    let (mut sent, mut seen_s, mut seen_w) = (Vec::new(), Seen::default(), Seen::default());
+    let filler = "x".repeat(200);
+    'send: for n in 0..20_000u32 {
+        let text = format!("{n} {filler}");
+        if sender
+            .ws
+            .send(Message::text(json!({ "message": text }).to_string()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent.push(text.clone());
+        // Window 1: wait for the echo (the commit is durable) or the end.
+        loop {
+            match read_one(&mut sender, &mut seen_s, WAIT).await {
+                Some(true) => {
+                    if seen_s.messages.last().is_some_and(|m| m["message"] == text) {
+                        break;
+                    }
+                }
+                Some(false) => break 'send,
+                None => panic!("no echo and no close within {WAIT:?} (message {n})"),
+            }
+        }
+    }
+    assert!(
+        seen_s.close.is_some(),
+        "the file limit never made a commit fail ({} messages sent)",
+        sent.len()
+    );
+    while read_one(&mut watcher, &mut seen_w, WAIT)
+        .await
+        .expect("the watcher's socket closes")
+    {}
+
+    // The host said why and stopped, without panicking or hanging.
+    let status = proc
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the host did not exit: {}", proc.output()));
+    let log = proc.output();
+    assert!(!status.success(), "exit status {status}: {log}");
+    assert_ne!(status.code(), Some(97), "ulimit -f failed: {log}");
+    assert!(log.contains("group commit failed"), "{log}");
+    assert!(log.contains("roomhost: database commit failed"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(seen_s.close, Some(1011), "{log}");
+    assert_eq!(seen_w.close, Some(1011), "{log}");
+
+    // The message whose commit failed reached nobody.
+    let last = sent.last().unwrap();
+    for seen in [&seen_s, &seen_w] {
+        assert!(
+            seen.messages.iter().all(|m| m["message"] != *last),
+            "a client received the message whose commit failed"
+        );
+    }
+    assert!(
+        !seen_w.messages.is_empty(),
+        "the room worked before the failure"
+    );
+
+    // Restarted without the limit on the same file: redb repairs it, and every
+    // message anyone received is there, in order, once.
+    let proc = spawn_host(&data, &config, None);
+    let h = history(proc.addr).await;
+    let stamps: Vec<u64> = h.iter().map(|m| m["timestamp"].as_u64().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "in order");
+    for m in seen_s.messages.iter().chain(&seen_w.messages) {
+        assert!(h.contains(m), "received but lost: {m}");
+    }
+    assert!(
+        h.iter().all(|m| m["message"] != *last),
+        "the failed message is not in the history"
+    );
+    // And the host works again.
+    let mut again = join(proc.addr, ip(3), "again").await;
+    again.send_json(json!({ "message": "after" })).await;
+    loop {
+        let v = again.recv_json().await;
+        if v["message"] == "after" {
+            break;
+        }
+    }
+    proc.stop();
+}
