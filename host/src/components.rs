@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -33,8 +33,18 @@ pub const BUILTIN_NAMES: [&str; 2] = ["chat-room", "rate-limiter"];
 /// instance being dropped while its successor is created).
 const SPARE_SLOTS: u32 = 16;
 
-/// How often the epoch advances; a guest's time budget is counted in these.
+/// How often the epoch advances while guest code runs; a guest's time budget
+/// is counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How often the epoch advances once no guest code has run for [`QUIET_AFTER`]:
+/// an idle host should not wake a hundred times a second. An event that starts
+/// then gets its first tick up to this much later (its time budget is that much
+/// longer, once); from then on ticks come every [`EPOCH_TICK`].
+pub const QUIET_TICK: Duration = Duration::from_millis(100);
+
+/// How long without guest code before the epoch slows to [`QUIET_TICK`].
+pub const QUIET_AFTER: Duration = Duration::from_secs(1);
 
 /// The bytes of a built-in component.
 pub fn builtin_bytes(name: &str) -> Option<&'static [u8]> {
@@ -50,6 +60,25 @@ pub struct Components {
     pub(crate) engine: Engine,
     classes: HashMap<String, ObjectPre<ObjectCtx>>,
     ticker_stop: Arc<AtomicBool>,
+    /// Guest activity, for the epoch ticker: calls running now, and a count of
+    /// calls started (so a burst of short calls also keeps the ticker fast).
+    activity: Arc<Activity>,
+}
+
+/// What the epoch ticker watches.
+#[derive(Default)]
+struct Activity {
+    running: AtomicUsize,
+    started: AtomicU64,
+}
+
+/// Marks guest code as running while it lives (see [`Components::guest_running`]).
+pub(crate) struct RunningGuard(Arc<Activity>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Components {
@@ -128,15 +157,27 @@ impl Components {
         }
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        let activity = Arc::new(Activity::default());
+        let (weak, stop, seen) = (engine.weak(), ticker_stop.clone(), activity.clone());
         std::thread::Builder::new()
             .name("roomhost-epoch".into())
             .spawn(move || {
+                let quiet_after = (QUIET_AFTER.as_millis() / EPOCH_TICK.as_millis()) as u32;
+                let mut last_started = 0;
+                let mut quiet_ticks = 0u32;
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                    let quiet = quiet_ticks >= quiet_after;
+                    std::thread::sleep(if quiet { QUIET_TICK } else { EPOCH_TICK });
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
+                    }
+                    let started = seen.started.load(Ordering::Relaxed);
+                    if started != last_started || seen.running.load(Ordering::Relaxed) > 0 {
+                        last_started = started;
+                        quiet_ticks = 0;
+                    } else {
+                        quiet_ticks = quiet_ticks.saturating_add(1);
                     }
                 }
             })
@@ -146,12 +187,21 @@ impl Components {
             engine,
             classes,
             ticker_stop,
+            activity,
         })
     }
 
     /// The pre-linked component of a class.
     pub(crate) fn class(&self, class: &str) -> Option<&ObjectPre<ObjectCtx>> {
         self.classes.get(class)
+    }
+
+    /// Marks guest code as running until the guard drops: keeps the epoch
+    /// ticking every [`EPOCH_TICK`].
+    pub(crate) fn guest_running(&self) -> RunningGuard {
+        self.activity.started.fetch_add(1, Ordering::Relaxed);
+        self.activity.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(self.activity.clone())
     }
 
     /// True when a class of this name is configured.

@@ -278,6 +278,7 @@ impl Actor {
 
     async fn run_batch(&mut self, batch: &mut Vec<(Event, Instant)>) {
         let mut pending: Vec<(Outbox, Pending, Option<SocketId>)> = Vec::with_capacity(batch.len());
+        let running = self.rt.components.guest_running();
         for (event, dequeued) in batch.drain(..) {
             let arrived = match &event {
                 Event::SocketMessage { at, .. } => *at,
@@ -285,6 +286,7 @@ impl Actor {
             };
             pending.push(self.run_event(event, arrived).await);
         }
+        drop(running);
         let writes = match self.core_mut() {
             Some(core) => core.storage.take_batch(),
             None => Default::default(),

@@ -94,7 +94,10 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
                 break;
             };
             let mut store = new_store(&rt, placeholder(&rt, &class));
-            match pre.instantiate_async(&mut store).await {
+            let running = rt.components.guest_running();
+            let made = pre.instantiate_async(&mut store).await;
+            drop(running);
+            match made {
                 Ok(object) => {
                     // Counted as created when an object takes it.
                     rt.metrics.warm_added();
