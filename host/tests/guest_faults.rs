@@ -217,6 +217,26 @@ async fn oversized_frames_close_only_that_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_just_under_the_limit_arrive_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(test_config(dir.path())).await;
+    let mut c = host.ws("/probe/large/ws").await;
+    // Larger than any single read the host makes: it is assembled from many.
+    let limit = roomhost::Config::default().limits.max_frame_bytes;
+    let body: String = (0..limit - 5)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    c.send_text(&format!("echo:{body}")).await;
+    let echoed = c.recv_text().await;
+    assert_eq!(echoed.len(), body.len());
+    assert!(echoed == body, "the echo differs from what was sent");
+    // And the socket goes on with small frames.
+    c.send_text("echo:small").await;
+    assert_eq!(c.recv_text().await, "small");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_limits_are_typed_errors_and_the_event_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let host = start_host(test_config(dir.path())).await;

@@ -599,11 +599,15 @@ fn read_some(
                 (n, READ_CHUNK)
             }
             Some(buf) => {
+                // The space is zeroed before the read: at most MAX_READ at a
+                // time, so a large frame costs linear, not quadratic, zeroing.
+                let room = want.min(MAX_READ);
+                buf.reserve(want);
                 let start = buf.len();
-                buf.resize(start + want, 0);
+                buf.resize(start + room, 0);
                 let r = (&*sock).read(&mut buf[start..]);
                 buf.truncate(start + r.as_ref().map_or(0, |n| *n));
-                (r?, want)
+                (r?, room)
             }
         };
         got = n;
@@ -623,6 +627,8 @@ fn read_some(
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The read size for small frames.
 const READ_CHUNK: usize = 4096;
+/// The most bytes one read asks for while a large frame comes in.
+const MAX_READ: usize = 64 * 1024;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
