@@ -284,3 +284,46 @@ async fn a_failed_commit_drops_its_output_and_stops_the_host() {
     }
     proc.stop();
 }
+
+/// Not a storage failure, but the same real-binary harness: what a guest
+/// writes to stderr (a panic message) reaches the host's log with the object's
+/// id, next to the host's own record of the trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_stderr_reaches_the_host_log_with_the_object_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("log.redb");
+    let config = dir.path().join("roomhost.toml");
+    let probe = roomhost::guest_paths::wasm("probe");
+    std::fs::write(
+        &config,
+        format!(
+            "[classes.probe]\ncomponent = {:?}\n\n[[routes]]\npath = \"/probe/{{name}}/*\"\nobject = \"probe\"\n",
+            probe.display().to_string()
+        ),
+    )
+    .unwrap();
+    let proc = spawn_host(&data, &config, None);
+    let (status, _) = http_request(
+        proc.addr,
+        "GET",
+        "/probe/loud/put-then-trap?key=k&value=v",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 500, "the trap answers 500");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let out = proc.output();
+        if let Some(line) = out.lines().find(|l| l.contains("probe: trap requested")) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no panic message in the log:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(line.contains("roomhost::guest"), "{line}");
+    assert!(line.contains("probe/loud"), "{line}");
+    proc.stop();
+}

@@ -241,6 +241,7 @@ impl Actor {
             // A pre-warmed instance: bind it to this object. Its placeholder
             // core (and anything its start functions wrote) is dropped.
             drop(std::mem::replace(&mut warm.store.data_mut().core, core));
+            warm.store.data().stderr.set_label(self.id.to_string());
             warm.store.set_epoch_deadline(1);
             self.rt.metrics.instance_created();
             self.rt.metrics.instance_started();

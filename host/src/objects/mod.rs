@@ -10,6 +10,7 @@
 //!   the wasmtime `Store` and runs events one at a time in arrival order.
 
 pub mod actor;
+mod guest_log;
 mod host;
 pub(crate) mod warm;
 
@@ -364,6 +365,8 @@ pub struct ObjectCtx {
     /// guest may already send to it (delivered once the upgrade completes).
     pub(crate) pending_socket: Option<Arc<SocketConn>>,
     pub(crate) limits: StoreLimits,
+    /// The guest's stderr, forwarded to the host's log under the object's id.
+    pub(crate) stderr: guest_log::GuestStderr,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -377,10 +380,11 @@ impl ObjectCtx {
             .memories(4)
             .build();
         // std's WASI imports need a context; it grants nothing but stderr (so
-        // guest panic messages reach the host's log), the clocks, and the
-        // class's configured vars as environment variables.
+        // guest panic messages reach the host's log, with the object's id),
+        // the clocks, and the class's configured vars as environment variables.
+        let stderr = guest_log::GuestStderr::new(core.id.to_string());
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-        wasi.inherit_stderr();
+        wasi.stderr(stderr.clone());
         if let Some(class) = core.rt.config.classes.get(&core.id.class) {
             for (k, v) in &class.vars {
                 wasi.env(k, v);
@@ -393,6 +397,7 @@ impl ObjectCtx {
             ticks: 0,
             pending_socket: None,
             limits,
+            stderr,
             wasi: wasi.build(),
             table: ResourceTable::new(),
         }
