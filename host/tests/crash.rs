@@ -60,12 +60,6 @@ fn jitter(max: u64) -> u64 {
     u64::from(nanos) % max
 }
 
-async fn history(addr: SocketAddr) -> Vec<Value> {
-    let (status, body) = http_request(addr, "GET", "/api/room/crash/history?limit=1000", b"").await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_a_client_saw_is_lost_when_the_host_is_killed() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +120,7 @@ async fn nothing_a_client_saw_is_lost_when_the_host_is_killed() {
         // Restart on the same file: it opens, and the history holds every
         // message anyone saw, in order, once.
         let mut proc = spawn_host(&data);
-        let h = history(proc.addr).await;
+        let h = room_history(proc.addr, "crash").await;
         let stamps: Vec<u64> = h.iter().map(|m| m["timestamp"].as_u64().unwrap()).collect();
         assert!(
             stamps.windows(2).all(|w| w[0] < w[1]),

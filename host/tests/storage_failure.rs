@@ -168,12 +168,6 @@ async fn read_one(c: &mut Client, seen: &mut Seen, wait: Duration) -> Option<boo
     }
 }
 
-async fn history(addr: SocketAddr) -> Vec<Value> {
-    let (status, body) = http_request(addr, "GET", "/api/room/full/history?limit=1000", b"").await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_drops_its_output_and_stops_the_host() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +257,7 @@ async fn a_failed_commit_drops_its_output_and_stops_the_host() {
     // Restarted without the limit on the same file: redb repairs it, and every
     // message anyone received is there, in order, once.
     let proc = spawn_host(&data, &config, None);
-    let h = history(proc.addr).await;
+    let h = room_history(proc.addr, "full").await;
     let stamps: Vec<u64> = h.iter().map(|m| m["timestamp"].as_u64().unwrap()).collect();
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "in order");
     for m in seen_s.messages.iter().chain(&seen_w.messages) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::*;
 use crate::config::Durability;
 use crate::metrics::Metrics;
-use committer::Committer;
+use committer::{Committer, CommitterThread};
 
 /// A small deterministic PRNG (xorshift) so failures reproduce.
 struct Rng(u64);
@@ -62,13 +62,19 @@ fn random_query(rng: &mut Rng) -> ListQuery {
     }
 }
 
-#[tokio::test]
-async fn storage_matches_a_model_across_events_traps_and_commits() {
+/// A database in a fresh directory, with a committer that does not fsync.
+fn fresh_db(file: &str) -> (tempfile::TempDir, Db, Committer, CommitterThread) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(&dir.path().join("model.redb")).expect("open");
-    let (committer, _thread) =
+    let db = Db::open(&dir.path().join(file)).expect("open");
+    let (committer, thread) =
         Committer::start(db.clone(), Durability::None, Arc::new(Metrics::default()))
             .expect("start");
+    (dir, db, committer, thread)
+}
+
+#[tokio::test]
+async fn storage_matches_a_model_across_events_traps_and_commits() {
+    let (_dir, db, committer, _thread) = fresh_db("model.redb");
     let id = ObjectId::new("test", "model");
     // A neighbour object whose keys must never show up.
     let other = ObjectId::new("test", "model\u{1}");
@@ -156,11 +162,7 @@ async fn storage_matches_a_model_across_events_traps_and_commits() {
 
 #[tokio::test]
 async fn the_quota_refuses_growth_but_not_shrinking() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(&dir.path().join("quota.redb")).expect("open");
-    let (committer, _thread) =
-        Committer::start(db.clone(), Durability::None, Arc::new(Metrics::default()))
-            .expect("start");
+    let (_dir, db, committer, _thread) = fresh_db("quota.redb");
     let id = ObjectId::new("test", "quota");
     let mut s = ObjectStorage::with_quota(db.clone(), id.clone(), 100);
     s.put(b"a".to_vec(), vec![0; 59]).expect("60 bytes fit");
@@ -207,11 +209,7 @@ async fn the_quota_refuses_growth_but_not_shrinking() {
 /// events that trap, commits it is told about and commits it is not.
 #[tokio::test]
 async fn the_quota_is_exact_near_the_limit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(&dir.path().join("quota-model.redb")).expect("open");
-    let (committer, _thread) =
-        Committer::start(db.clone(), Durability::None, Arc::new(Metrics::default()))
-            .expect("start");
+    let (_dir, db, committer, _thread) = fresh_db("quota-model.redb");
     const QUOTA: usize = 120;
     let size =
         |m: &BTreeMap<Vec<u8>, Vec<u8>>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();

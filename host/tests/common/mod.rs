@@ -134,6 +134,14 @@ impl TestHost {
     }
 }
 
+/// A chat room's stored history (up to 1,000 messages), oldest first.
+pub async fn room_history(addr: SocketAddr, room: &str) -> Vec<Value> {
+    let path = format!("/api/room/{room}/history?limit=1000");
+    let (status, body) = http_request(addr, "GET", &path, b"").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("history is JSON")
+}
+
 /// A minimal HTTP/1.1 client over a real socket (one request per connection).
 pub async fn http_request(
     addr: SocketAddr,
