@@ -226,6 +226,18 @@ impl Object for Probe {
 }
 
 /// Runs one HTTP operation. `Err` carries an error response.
+/// `200` with key/value pairs as a JSON array of `[key, value]` (values as
+/// lossy UTF-8), as `list` and `get-many` answer.
+fn pairs_json(entries: Vec<(String, Vec<u8>)>) -> Result<Response, Response> {
+    let pairs: Vec<(String, String)> = entries
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let json =
+        serde_json::to_string(&pairs).map_err(|e| Response::text(500, format!("encoding: {e}")))?;
+    Ok(Response::json(200, json))
+}
+
 fn http(op: &str, query: &Query, body: Vec<u8>) -> Result<Response, Response> {
     Ok(match op {
         "get" => match storage::get(&query.require("key")?).map_err(storage_failure)? {
@@ -260,25 +272,11 @@ fn http(op: &str, query: &Query, body: Vec<u8>) -> Result<Response, Response> {
                 limit,
                 reverse: query.get("reverse").as_deref() == Some("true"),
             };
-            let entries = storage::list(&options).map_err(storage_failure)?;
-            let pairs: Vec<(String, String)> = entries
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect();
-            let json = serde_json::to_string(&pairs)
-                .map_err(|e| Response::text(500, format!("encoding: {e}")))?;
-            Response::json(200, json)
+            pairs_json(storage::list(&options).map_err(storage_failure)?)?
         }
         "get-many" => {
             let keys = split_list(&query.require("keys")?);
-            let found = storage::get_many(&keys).map_err(storage_failure)?;
-            let pairs: Vec<(String, String)> = found
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect();
-            let json = serde_json::to_string(&pairs)
-                .map_err(|e| Response::text(500, format!("encoding: {e}")))?;
-            Response::json(200, json)
+            pairs_json(storage::get_many(&keys).map_err(storage_failure)?)?
         }
         "put-many" => {
             // keys=a,b&values=1,2
