@@ -237,44 +237,33 @@ impl Actor {
                     .into(),
             });
         };
-        if let Some(mut warm) = self.rt.warm.take(&self.id.class, &self.rt.metrics) {
-            // A pre-warmed instance: bind it to this object. Its placeholder
-            // core (and anything its start functions wrote) is dropped.
-            drop(std::mem::replace(&mut warm.store.data_mut().core, core));
-            warm.store.data().stderr.set_label(self.id.to_string());
-            warm.store.set_epoch_deadline(1);
-            self.rt.metrics.instance_created();
-            self.rt.metrics.instance_started();
-            self.state = State::Live(Live {
-                store: warm.store,
-                object: warm.object,
-                _permit: permit,
-            });
-            self.refill = true;
-            return Ok(());
-        }
-        let mut store = super::warm::new_store(&self.rt, core);
-        match pre.instantiate_async(&mut store).await {
-            Ok(object) => {
-                self.rt.metrics.instance_created();
-                self.rt.metrics.instance_started();
-                self.refill = true;
-                self.state = State::Live(Live {
-                    store,
-                    object,
-                    _permit: permit,
-                });
-                Ok(())
+        let (store, object) = match self.rt.warm.take(&self.id.class, &self.rt.metrics) {
+            // A pre-warmed instance: bound to this object, no instantiation.
+            Some(warm) => warm.bind(core, &self.id),
+            None => {
+                let mut store = super::warm::new_store(&self.rt, core);
+                match pre.instantiate_async(&mut store).await {
+                    Ok(object) => (store, object),
+                    Err(e) => {
+                        self.rt.live.release(self.generation);
+                        self.state = State::Parked(store.into_data().core);
+                        return Err(EventError::Instantiate {
+                            object: self.id.clone(),
+                            message: format!("{e:#}"),
+                        });
+                    }
+                }
             }
-            Err(e) => {
-                self.rt.live.release(self.generation);
-                self.state = State::Parked(store.into_data().core);
-                Err(EventError::Instantiate {
-                    object: self.id.clone(),
-                    message: format!("{e:#}"),
-                })
-            }
-        }
+        };
+        self.rt.metrics.instance_created();
+        self.rt.metrics.instance_started();
+        self.refill = true;
+        self.state = State::Live(Live {
+            store,
+            object,
+            _permit: permit,
+        });
+        Ok(())
     }
 
     async fn run_batch(&mut self, batch: &mut Vec<(Event, Instant)>) {

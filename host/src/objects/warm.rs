@@ -25,6 +25,18 @@ pub(crate) struct WarmInstance {
     pub(crate) object: Object,
 }
 
+impl WarmInstance {
+    /// Binds the instance to `core`'s object. Its placeholder core (and
+    /// anything its start functions wrote) is dropped.
+    pub(crate) fn bind(mut self, core: ObjectCore, id: &ObjectId) -> (Store<ObjectCtx>, Object) {
+        drop(std::mem::replace(&mut self.store.data_mut().core, core));
+        self.store.data().stderr.set_label(id.to_string());
+        // The deadline set when it was made has passed long ago.
+        self.store.set_epoch_deadline(1);
+        (self.store, self.object)
+    }
+}
+
 /// The pre-warmed instances of every class.
 #[derive(Default)]
 pub(crate) struct WarmPool {
