@@ -68,19 +68,42 @@ fn main() -> ExitCode {
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings: one arena (two workers hardly contend) and one
+/// jemalloc's settings: one arena (two workers hardly contend); one
 /// background thread that purges freed pages over ~5 s (purging faster, 1 s,
 /// cost the paced fan-out p99 3x: each purge is an madvise that interrupts
-/// the workers, and the pages come back as faults under steady load).
+/// the workers, and the pages come back as faults under steady load); and
+/// thread caches for sizes up to 4 KiB only (the default, 32 KiB, kept the
+/// larger pieces of evicted instances cached per worker: ~0.2 KB more per idle
+/// connection at 1,000, no measurable speed difference).
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[allow(non_upper_case_globals, unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: Option<&u8> =
-    Some(&b"background_thread:true,max_background_threads:1,narenas:1,dirty_decay_ms:5000,muzzy_decay_ms:0\0"[0]);
+    Some(&b"background_thread:true,max_background_threads:1,narenas:1,dirty_decay_ms:5000,muzzy_decay_ms:0,tcache_max:4096\0"[0]);
+
+/// Returns the calling thread's jemalloc cache (tcache) to the arena.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[allow(unsafe_code)]
+fn flush_jemalloc_thread_cache() {
+    // SAFETY: `thread.tcache.flush` is a documented jemalloc control that takes
+    // no input or output (all null/0); it only flushes the calling thread's
+    // own cache. It fails harmlessly (non-zero) when the cache is disabled.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"thread.tcache.flush".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}
 
 fn serve(args: ServeArgs) -> Result<(), roomhost::Error> {
     #[cfg(all(target_os = "linux", not(target_env = "musl")))]
     roomhost::memory::use_glibc_trim(false);
+    #[cfg(all(target_os = "linux", not(target_env = "musl")))]
+    roomhost::memory::set_thread_cache_flush(flush_jemalloc_thread_cache);
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),

@@ -13,6 +13,13 @@
 //! each size class in pages of its own and purges freed pages by itself; it
 //! turns the trim task off with [`use_glibc_trim`]. The task stays for programs
 //! that embed the library with glibc's allocator.
+//!
+//! An allocator with per-thread caches (jemalloc's tcache) would keep what an
+//! evicted instance freed in the cache of the worker that evicted it, for as
+//! long as that worker stays idle — on a hibernating host, forever. A program
+//! registers its allocator's "flush this thread's cache" call with
+//! [`set_thread_cache_flush`], and an actor calls it right after it drops an
+//! instance.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +31,23 @@ use crate::metrics::Metrics;
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(3);
 
 static GLIBC_TRIM: AtomicBool = AtomicBool::new(true);
+
+static THREAD_CACHE_FLUSH: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers the allocator's call that returns the calling thread's cached
+/// free memory to the shared heap (once per process; later calls are ignored).
+pub fn set_thread_cache_flush(flush: fn()) {
+    let _ = THREAD_CACHE_FLUSH.set(flush);
+}
+
+/// Returns this thread's cached free memory to the shared heap, if the program
+/// registered how (after an instance was dropped: what it freed is garbage
+/// that an idle worker would otherwise hold on to).
+pub(crate) fn flush_thread_cache() {
+    if let Some(flush) = THREAD_CACHE_FLUSH.get() {
+        flush();
+    }
+}
 
 /// Whether hosts started from now on run the trim task (on by default; a
 /// program whose global allocator is not glibc's turns it off).

@@ -72,7 +72,7 @@ pub(crate) async fn run(
     rt: Arc<Runtime>,
     id: ObjectId,
     generation: u64,
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::Receiver<Box<Event>>,
 ) {
     rt.metrics.actor_started();
     let core = ObjectCore {
@@ -105,7 +105,7 @@ pub(crate) async fn run(
         let slot = actor.slot.clone();
         let first = tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => ev,
+                Some(ev) => *ev,
                 None => break false,
             },
             _ = tokio::time::sleep_until(last_event + idle), if live || lonely => {
@@ -130,7 +130,7 @@ pub(crate) async fn run(
         batch.push((first, Instant::now()));
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(ev) => batch.push((ev, Instant::now())),
+                Ok(ev) => batch.push((*ev, Instant::now())),
                 Err(_) => break,
             }
         }
@@ -145,7 +145,7 @@ pub(crate) async fn run(
         // Events that raced with our exit go to the object's next actor.
         while let Ok(ev) = rx.try_recv() {
             let id = actor.id.clone();
-            if let Err(e) = Box::pin(rt.send(&id, ev)).await {
+            if let Err(e) = Box::pin(rt.send(&id, *ev)).await {
                 tracing::warn!(object = %id, error = %e, "could not hand an event to the object's next actor");
             }
         }
@@ -172,6 +172,12 @@ impl Actor {
             self.rt.metrics.evicted();
             self.evicted = true;
             self.drop_instance();
+            // Hibernating: its sockets' empty send queues give their slots back,
+            // and what the instance freed leaves this worker's allocator cache.
+            if let Some(core) = self.core_mut() {
+                core.sockets.release_idle_capacity();
+            }
+            crate::memory::flush_thread_cache();
         }
     }
 

@@ -165,6 +165,15 @@ impl SocketConn {
         true
     }
 
+    /// Drops the queue's capacity if nothing is queued (an idle socket).
+    pub fn release_idle_capacity(&self) {
+        if let Ok(mut out) = self.out.lock()
+            && out.frames.is_empty()
+        {
+            out.frames = VecDeque::new();
+        }
+    }
+
     /// Queues a close frame after the frames already queued; the connection ends
     /// once it is written (and the client answered, or briefly after).
     pub fn close(&self, code: u16, reason: &str) {
@@ -283,48 +292,110 @@ pub struct ConnParams {
 ///
 /// The connection is one task whose state is [`Connection`]: a hand-written
 /// poll loop rather than an `async` block, so that an idle connection's task
-/// holds only the stream, the queue handle and two empty buffer slots (a few
-/// hundred bytes) — no readiness or notification futures, no buffers.
-pub async fn run(conn: Arc<SocketConn>, stream: TcpStream, read_buf: Bytes, params: ConnParams) {
-    let mut c = Connection {
+/// holds only the stream, the mailbox handle and empty slots (144 bytes; a
+/// 256-byte task with tokio's header) — no readiness or notification futures,
+/// no buffers. The returned future is a plain enum too: an `async fn` would
+/// keep its arguments beside the state they were moved into.
+pub fn run(
+    conn: Arc<SocketConn>,
+    stream: TcpStream,
+    read_buf: Bytes,
+    params: ConnParams,
+) -> ConnTask {
+    ConnTask::Serving(Connection {
         conn,
         stream,
         decoder: Decoder::new(params.max_frame_bytes),
         // `read_buf` may share hyper's whole read buffer: copy what is in it.
-        inbuf: (!read_buf.is_empty()).then(|| BytesMut::from(&read_buf[..])),
+        inbuf: (!read_buf.is_empty()).then(|| Box::new(BytesMut::from(&read_buf[..]))),
         outbuf: None,
-        params,
+        object: params.object,
+        metrics: params.metrics,
         read_closed: false,
         closing: None,
-        close_deadline: None,
         blocked: None,
-    };
-    drop(read_buf);
-    let (code, reason) = std::future::poll_fn(|cx| c.poll_serve(cx)).await;
-    // Boxed: the ending's futures are not part of every idle connection's state.
-    Box::pin(c.finish(code, reason)).await;
+    })
+}
+
+/// A connection's task (see [`run`]).
+pub enum ConnTask {
+    /// Reading and writing frames.
+    Serving(Connection),
+    /// Flushing, hanging up and telling the object. Boxed: the ending's
+    /// futures are not part of every idle connection's state.
+    Finishing(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Over.
+    Done,
+}
+
+impl Future for ConnTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                ConnTask::Serving(c) => {
+                    let Poll::Ready((code, reason)) = c.poll_serve(cx) else {
+                        return Poll::Pending;
+                    };
+                    if let ConnTask::Serving(c) = std::mem::replace(this, ConnTask::Done) {
+                        *this = ConnTask::Finishing(Box::pin(c.finish(code, reason)));
+                    }
+                }
+                ConnTask::Finishing(f) => {
+                    if f.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    *this = ConnTask::Done;
+                }
+                ConnTask::Done => return Poll::Ready(()),
+            }
+        }
+    }
 }
 
 /// A message waiting for room in the object's mailbox (backpressure).
 type Blocked = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// One connection's state between polls.
-struct Connection {
+pub struct Connection {
     conn: Arc<SocketConn>,
     stream: TcpStream,
-    params: ConnParams,
+    /// The object's mailbox.
+    object: ObjectHandle,
+    metrics: Arc<crate::metrics::Metrics>,
     decoder: Decoder,
-    /// Bytes read and not yet decoded; `None` while there are none.
-    inbuf: Option<BytesMut>,
+    /// Bytes read and not yet decoded (boxed: only a message that arrives in
+    /// pieces stays here between polls); `None` while there are none.
+    inbuf: Option<Box<BytesMut>>,
     /// Bytes taken from the queue and not yet written; `None` while there are none.
     outbuf: Option<BytesMut>,
     read_closed: bool,
-    /// Set once the close handshake is under way: the code and reason to report.
-    closing: Option<Box<(u16, String)>>,
-    /// Only a closing connection pays for a timer.
-    close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the close handshake is under way: the code and reason to
+    /// report, and (only a closing connection pays for a timer) the deadline.
+    closing: Option<Box<Ending>>,
     /// A decoded message the object's full mailbox has not taken yet.
-    blocked: Option<Blocked>,
+    /// (Boxed again: a thin pointer keeps every idle connection's task in a
+    /// smaller allocation class.)
+    blocked: Option<Box<Blocked>>,
+}
+
+/// A connection's close handshake under way.
+struct Ending {
+    /// The code and reason to report.
+    why: (u16, String),
+    /// When to stop waiting for the client's close echo.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Ending {
+    fn new(why: (u16, String)) -> Box<Ending> {
+        Box::new(Ending {
+            why,
+            deadline: None,
+        })
+    }
 }
 
 /// How often one poll goes round its loop before letting other tasks run.
@@ -348,7 +419,7 @@ impl Connection {
 
             // 1. A message waiting for room in the mailbox goes first.
             if let Some(send) = self.blocked.as_mut() {
-                match send.as_mut().poll(cx) {
+                match Pin::as_mut(&mut **send).poll(cx) {
                     Poll::Ready(true) => {
                         self.blocked = None;
                         progress = true;
@@ -373,15 +444,18 @@ impl Connection {
             if self.conn.close_taken.load(Ordering::Relaxed) {
                 if self.closing.is_none() {
                     // The host or the guest closed it: wait briefly for the echo.
-                    self.closing = Some(Box::new(self.conn.end_reason()));
+                    self.closing = Some(Ending::new(self.conn.end_reason()));
                 }
                 if out_empty && self.read_closed {
                     return Poll::Ready(self.take_closing(|| (1000, String::new())));
                 }
-                let deadline = self
-                    .close_deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_WAIT)));
-                if deadline.as_mut().poll(cx).is_ready() {
+                let timed_out = self.closing.as_mut().is_some_and(|ending| {
+                    let deadline = ending
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_WAIT)));
+                    deadline.as_mut().poll(cx).is_ready()
+                });
+                if timed_out {
                     // The client did not answer (or read) in time.
                     return Poll::Ready(self.take_closing(lost));
                 }
@@ -423,7 +497,7 @@ impl Connection {
     }
 
     fn take_closing(&mut self, otherwise: impl FnOnce() -> (u16, String)) -> (u16, String) {
-        self.closing.take().map_or_else(otherwise, |c| *c)
+        self.closing.take().map_or_else(otherwise, |c| c.why)
     }
 
     /// Reads once into the input buffer.
@@ -434,7 +508,7 @@ impl Connection {
                 .decoder
                 .wanted(buf)
                 .max(READ_CHUNK)
-                .min(self.params.max_frame_bytes.max(READ_CHUNK) + 14),
+                .min(self.decoder.max_message().max(READ_CHUNK) + 14),
             None => READ_CHUNK,
         };
         match read_some(&self.stream, &mut self.inbuf, want) {
@@ -478,14 +552,13 @@ impl Connection {
     fn dispatch_buffered(&mut self, cx: &mut Context<'_>) -> Option<(u16, String)> {
         let buf = self.inbuf.as_mut()?;
         let conn = &self.conn;
-        let params = &self.params;
         loop {
             let frame = match self.decoder.decode(buf) {
                 Ok(None) => break,
                 Ok(Some(Incoming::Text(text))) => {
                     if let Some(resp) = conn.auto.get().and_then(|a| a.answer(&text)) {
                         conn.last_auto_response.store(now_ms(), Ordering::Relaxed);
-                        params.metrics.auto_responded();
+                        self.metrics.auto_responded();
                         conn.push(resp);
                         continue;
                     }
@@ -501,7 +574,8 @@ impl Connection {
                     // Echo the close, then hang up once it is written.
                     conn.close(if code == 1005 { 1000 } else { code }, "");
                     self.read_closed = true;
-                    self.closing.get_or_insert(Box::new((code, reason)));
+                    self.closing
+                        .get_or_insert_with(|| Ending::new((code, reason)));
                     break;
                 }
                 Err(e) => {
@@ -509,7 +583,7 @@ impl Connection {
                     conn.close(code, why);
                     self.read_closed = true;
                     self.closing
-                        .get_or_insert(Box::new((code, why.to_string())));
+                        .get_or_insert_with(|| Ending::new((code, why.to_string())));
                     break;
                 }
             };
@@ -518,18 +592,18 @@ impl Connection {
                 frame,
                 at: tokio::time::Instant::now(),
             };
-            match params.object.try_send(event) {
+            match self.object.try_send(event) {
                 Ok(()) => {}
                 Err(Some(event)) => {
                     // A full mailbox: stop reading until it takes this one.
-                    let object = params.object.clone();
+                    let object = self.object.clone();
                     let mut send: Blocked =
                         Box::pin(async move { object.send(event).await.is_ok() });
                     match send.as_mut().poll(cx) {
                         Poll::Ready(true) => {}
                         Poll::Ready(false) => return Some(unavailable()),
                         Poll::Pending => {
-                            self.blocked = Some(send);
+                            self.blocked = Some(Box::new(send));
                             break;
                         }
                     }
@@ -549,7 +623,7 @@ impl Connection {
         let Connection {
             conn,
             mut stream,
-            params,
+            object,
             ..
         } = self;
         conn.end();
@@ -560,8 +634,7 @@ impl Connection {
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), stream.shutdown()).await;
         drop(stream);
-        params
-            .object
+        object
             .send(Event::SocketClosed {
                 id: conn.id,
                 code,
@@ -582,7 +655,7 @@ impl Connection {
 /// waiting without first making a read that fails with EAGAIN.
 fn read_some(
     stream: &TcpStream,
-    inbuf: &mut Option<BytesMut>,
+    inbuf: &mut Option<Box<BytesMut>>,
     want: usize,
 ) -> std::io::Result<usize> {
     use std::io::Read as _;
@@ -594,7 +667,7 @@ fn read_some(
                 let mut chunk = [0u8; READ_CHUNK];
                 let n = (&*sock).read(&mut chunk)?;
                 if n > 0 {
-                    *inbuf = Some(BytesMut::from(&chunk[..n]));
+                    *inbuf = Some(Box::new(BytesMut::from(&chunk[..n])));
                 }
                 (n, READ_CHUNK)
             }
@@ -674,6 +747,33 @@ mod tests {
             "{}",
             out.frames.capacity()
         );
+    }
+
+    #[test]
+    fn an_idle_connections_task_stays_in_the_256_byte_class() {
+        // tokio puts a task in a 128-byte-aligned cell: 104 bytes of header,
+        // scheduler, stage tag and trailer, 8 of `TaskTracker`, then this state.
+        // 144 bytes keeps every idle connection's task at 256 bytes, not 384.
+        let size = std::mem::size_of::<ConnTask>();
+        assert!(size <= 144, "ConnTask is {size} bytes");
+    }
+
+    #[test]
+    fn a_hibernating_socket_keeps_no_queue_capacity_but_keeps_queued_frames() {
+        let conn = SocketConn::new(1, 1 << 20);
+        assert!(conn.push(Bytes::from_static(b"one")));
+        conn.release_idle_capacity();
+        assert_eq!(
+            conn.out.lock().expect("lock").frames.len(),
+            1,
+            "queued frames stay"
+        );
+        let mut buf = BytesMut::new();
+        conn.take(&mut buf);
+        assert_eq!(&buf[..], b"one");
+        assert!(conn.out.lock().expect("lock").frames.capacity() > 0);
+        conn.release_idle_capacity();
+        assert_eq!(conn.out.lock().expect("lock").frames.capacity(), 0);
     }
 
     #[test]

@@ -65,8 +65,9 @@ impl FrameError {
 #[derive(Debug)]
 pub struct Decoder {
     max_message: usize,
-    /// A fragmented message in progress: (is text, bytes so far).
-    partial: Option<(bool, Vec<u8>)>,
+    /// A fragmented message in progress: (is text, bytes so far). Boxed: every
+    /// idle connection holds a decoder, few ever see a fragmented message.
+    partial: Option<Box<(bool, Vec<u8>)>>,
 }
 
 impl Decoder {
@@ -94,7 +95,7 @@ impl Decoder {
             let Some(h) = header(buf)? else {
                 return Ok(None);
             };
-            let in_progress = self.partial.as_ref().map_or(0, |(_, b)| b.len());
+            let in_progress = self.partial.as_ref().map_or(0, |p| p.1.len());
             if h.payload_len > self.max_message || in_progress + h.payload_len > self.max_message {
                 return Err(FrameError::TooBig);
             }
@@ -118,20 +119,25 @@ impl Decoder {
                     if h.fin {
                         return finish(text, payload.to_vec()).map(Some);
                     }
-                    self.partial = Some((text, payload.to_vec()));
+                    self.partial = Some(Box::new((text, payload.to_vec())));
                 }
                 OpCode::Continuation => {
-                    let Some((text, mut data)) = self.partial.take() else {
+                    let Some((text, mut data)) = self.partial.take().map(|b| *b) else {
                         return Err(FrameError::Protocol("continuation without a message"));
                     };
                     data.extend_from_slice(&payload);
                     if h.fin {
                         return finish(text, data).map(Some);
                     }
-                    self.partial = Some((text, data));
+                    self.partial = Some(Box::new((text, data)));
                 }
             }
         }
+    }
+
+    /// The largest message this decoder accepts.
+    pub fn max_message(&self) -> usize {
+        self.max_message
     }
 
     /// True when no fragmented message is in progress.

@@ -107,6 +107,14 @@ impl SocketTable {
         );
     }
 
+    /// Lets every socket with nothing queued drop its queue's capacity (the
+    /// object is hibernating: its sockets may stay idle for hours).
+    pub fn release_idle_capacity(&self) {
+        for e in self.entries.values() {
+            e.conn.release_idle_capacity();
+        }
+    }
+
     /// Removes a socket for good; returns it.
     pub fn remove(&mut self, id: SocketId) -> Option<SocketEntry> {
         self.entries.remove(&id)
