@@ -19,7 +19,7 @@
 //! long as that worker stays idle — on a hibernating host, forever. A program
 //! registers its allocator's "flush this thread's cache" call with
 //! [`set_thread_cache_flush`], and an actor calls it right after it drops an
-//! instance.
+//! idle instance.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -110,6 +110,10 @@ pub(crate) async fn run(
             },
             _ = tokio::time::sleep_until(last_event + idle), if live || lonely => {
                 actor.evict();
+                // What the instance freed leaves this worker's allocator cache:
+                // an idle worker would keep it for good. (Not after an LRU
+                // eviction: that worker is busy and reuses its cache at once.)
+                crate::memory::flush_thread_cache();
                 // A hibernating room keeps no batch capacity.
                 batch = Vec::new();
                 if actor.core_mut().is_none_or(|c| c.sockets.is_empty())
@@ -172,12 +176,10 @@ impl Actor {
             self.rt.metrics.evicted();
             self.evicted = true;
             self.drop_instance();
-            // Hibernating: its sockets' empty send queues give their slots back,
-            // and what the instance freed leaves this worker's allocator cache.
+            // Hibernating: its sockets' empty send queues give their slots back.
             if let Some(core) = self.core_mut() {
                 core.sockets.release_idle_capacity();
             }
-            crate::memory::flush_thread_cache();
         }
     }
 
