@@ -226,24 +226,17 @@ pub struct Shared {
     pub events: mpsc::UnboundedSender<Event>,
 }
 
-/// One client's statistics.
+/// What clients count of the chat once ready: one client's, or the sum over
+/// clients ([`Counts::merge`]).
 #[derive(Debug, Default, Clone)]
-pub struct ClientStats {
-    /// Client id.
-    pub id: u32,
-    /// Connect-to-ready time.
-    pub join_ns: Option<u64>,
-    /// What it saw while joining.
-    pub join: JoinInfo,
-    /// Messages it sent.
-    pub sent: u32,
-    /// Stamped chat messages received after ready (its own echoes included).
+pub struct Counts {
+    /// Stamped chat messages received after ready (senders' own echoes included).
     pub deliveries: u64,
-    /// Its own messages echoed back.
+    /// Senders' own messages echoed back.
     pub acks: u64,
     /// Latency of others' messages (ns).
     pub latency: Histogram,
-    /// Latency of its own echoes (ns).
+    /// Latency of senders' own echoes (ns).
     pub ack_latency: Histogram,
     /// Rate-limit error frames.
     pub rate_limited: u64,
@@ -257,12 +250,47 @@ pub struct ClientStats {
     pub quit: u64,
     /// Chat messages without a stamp.
     pub foreign: u64,
-    /// First and last delivery (ns since the epoch).
-    pub first_delivery_ns: Option<u64>,
     /// Last delivery (ns since the epoch).
     pub last_delivery_ns: Option<u64>,
-    /// Last echo of its own message (ns since the epoch).
+    /// Last echo of a sender's own message (ns since the epoch).
     pub last_ack_ns: Option<u64>,
+}
+
+impl Counts {
+    /// Adds `other` to these counts.
+    pub fn merge(&mut self, other: &Counts) {
+        self.deliveries += other.deliveries;
+        self.acks += other.acks;
+        self.latency.merge(&other.latency);
+        self.ack_latency.merge(&other.ack_latency);
+        self.rate_limited += other.rate_limited;
+        self.other_errors += other.other_errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+        self.joined += other.joined;
+        self.quit += other.quit;
+        self.foreign += other.foreign;
+        self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
+        self.last_ack_ns = self.last_ack_ns.max(other.last_ack_ns);
+    }
+}
+
+/// One client's statistics.
+#[derive(Debug, Default, Clone)]
+pub struct ClientStats {
+    /// Client id.
+    pub id: u32,
+    /// Connect-to-ready time.
+    pub join_ns: Option<u64>,
+    /// What it saw while joining.
+    pub join: JoinInfo,
+    /// Messages it sent.
+    pub sent: u32,
+    /// What it saw after ready.
+    pub counts: Counts,
+    /// First delivery (ns since the epoch).
+    pub first_delivery_ns: Option<u64>,
     /// Why it failed, if it did.
     pub failed: Option<String>,
 }
@@ -370,7 +398,7 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
     tokio::pin!(start_fut);
 
     let lost = loop {
-        let in_flight = u64::from(st.sent).saturating_sub(st.acks + sender_errors);
+        let in_flight = u64::from(st.sent).saturating_sub(st.counts.acks + sender_errors);
         let window_open =
             started && st.sent < count && window.is_some_and(|w| in_flight < u64::from(w));
         // Biased, frames first: while frames are waiting, nothing else is
@@ -384,30 +412,30 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
                         Some(stamp) => {
                             let now = now_ns();
                             let lat = now.saturating_sub(stamp.t_ns);
-                            st.deliveries += 1;
+                            st.counts.deliveries += 1;
                             st.first_delivery_ns.get_or_insert(now);
-                            st.last_delivery_ns = Some(now);
+                            st.counts.last_delivery_ns = Some(now);
                             if stamp.sender == id {
-                                st.acks += 1;
-                                st.ack_latency.record(lat);
-                                st.last_ack_ns = Some(now);
+                                st.counts.acks += 1;
+                                st.counts.ack_latency.record(lat);
+                                st.counts.last_ack_ns = Some(now);
                             } else {
-                                st.latency.record(lat);
+                                st.counts.latency.record(lat);
                             }
                             if report_each {
                                 let _ = shared.events.send(Event::Delivered { id, stamp, latency_ns: lat });
                             }
                         }
-                        None => st.foreign += 1,
+                        None => st.counts.foreign += 1,
                     },
                     Incoming::Error(e) => {
                         if e.contains(RATE_LIMITED) {
-                            st.rate_limited += 1;
+                            st.counts.rate_limited += 1;
                         } else {
-                            st.other_errors += 1;
+                            st.counts.other_errors += 1;
                         }
-                        if st.first_error.is_none() {
-                            st.first_error = Some(e.to_string());
+                        if st.counts.first_error.is_none() {
+                            st.counts.first_error = Some(e.to_string());
                         }
                         if st.sent > 0 {
                             sender_errors += 1;
@@ -416,8 +444,8 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
                             let _ = shared.events.send(Event::ErrorFrame { id, text: e.into_owned() });
                         }
                     }
-                    Incoming::Joined => st.joined += 1,
-                    Incoming::Quit => st.quit += 1,
+                    Incoming::Joined => st.counts.joined += 1,
+                    Incoming::Quit => st.counts.quit += 1,
                     Incoming::Ready | Incoming::Other => {}
                 },
                 Some(Ok(Message::Close(c))) => break Some(format!("the host closed the connection: {c:?}")),
@@ -482,14 +510,14 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
                 sent_all = true;
                 let _ = shared.events.send(Event::SentAll { id });
             }
-            if sent_all && !settled && st.acks + sender_errors >= u64::from(count) {
+            if sent_all && !settled && st.counts.acks + sender_errors >= u64::from(count) {
                 settled = true;
                 let _ = shared.events.send(Event::Settled {
                     id,
                     errors: sender_errors,
                 });
             }
-            if settled && !done && st.deliveries >= expect {
+            if settled && !done && st.counts.deliveries >= expect {
                 done = true;
                 let _ = shared.events.send(Event::Done { id });
             }

@@ -10,8 +10,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientPlan, ClientStats, Event, Shared, run_client};
-use crate::hist::Histogram;
+use crate::client::{ClientPlan, ClientStats, Counts, Event, Shared, run_client};
 use crate::{Resolved, sys};
 
 /// A scenario's running clients.
@@ -200,30 +199,8 @@ impl Run {
 pub struct Totals {
     /// Messages sent.
     pub sent: u64,
-    /// Deliveries (all receivers, senders' echoes included).
-    pub deliveries: u64,
-    /// Senders' own echoes.
-    pub acks: u64,
-    /// Latency at receivers other than the sender.
-    pub latency: Histogram,
-    /// Latency of senders' own echoes.
-    pub ack_latency: Histogram,
-    /// Rate-limit errors.
-    pub rate_limited: u64,
-    /// Other errors.
-    pub other_errors: u64,
-    /// The first error text seen.
-    pub first_error: Option<String>,
-    /// Latest delivery (ns since the epoch).
-    pub last_delivery_ns: Option<u64>,
-    /// Latest echo (ns since the epoch).
-    pub last_ack_ns: Option<u64>,
-    /// `{"joined"}` frames after ready.
-    pub joined: u64,
-    /// `{"quit"}` frames.
-    pub quit: u64,
-    /// Unstamped chat messages.
-    pub foreign: u64,
+    /// What the clients counted after ready, summed.
+    pub counts: Counts,
 }
 
 impl Totals {
@@ -232,20 +209,7 @@ impl Totals {
         let mut t = Totals::default();
         for s in stats {
             t.sent += u64::from(s.sent);
-            t.deliveries += s.deliveries;
-            t.acks += s.acks;
-            t.latency.merge(&s.latency);
-            t.ack_latency.merge(&s.ack_latency);
-            t.rate_limited += s.rate_limited;
-            t.other_errors += s.other_errors;
-            if t.first_error.is_none() {
-                t.first_error.clone_from(&s.first_error);
-            }
-            t.last_delivery_ns = t.last_delivery_ns.max(s.last_delivery_ns);
-            t.last_ack_ns = t.last_ack_ns.max(s.last_ack_ns);
-            t.joined += s.joined;
-            t.quit += s.quit;
-            t.foreign += s.foreign;
+            t.counts.merge(&s.counts);
         }
         t
     }

@@ -171,6 +171,7 @@ pub async fn durable(common: &Common, opts: &DurableOpts) -> anyhow::Result<Dura
     let tr = Totals::of(&receivers);
     let all = Totals::of(&stats);
     let window_s = ts
+        .counts
         .last_ack_ns
         .map_or(0.0, |l| l.saturating_sub(start_ns) as f64 / 1e9);
     let expected = u64::from(r) * u64::from(opts.messages);
@@ -180,21 +181,21 @@ pub async fn durable(common: &Common, opts: &DurableOpts) -> anyhow::Result<Dura
         window: opts.window,
         room_prefix: res.room_prefix.clone(),
         sent: ts.sent,
-        acknowledged: ts.acks,
-        received: tr.deliveries,
+        acknowledged: ts.counts.acks,
+        received: tr.counts.deliveries,
         expected,
         window_s,
         durable_messages_per_s: if window_s > 0.0 {
-            ts.acks as f64 / window_s
+            ts.counts.acks as f64 / window_s
         } else {
             0.0
         },
-        ack_latency: ts.ack_latency.summary_us(),
-        receive_latency: tr.latency.summary_us(),
-        rate_limited: all.rate_limited,
-        other_errors: all.other_errors,
-        first_error: all.first_error.clone(),
-        host_us_per_message: cpu.host_us_per(ts.acks),
+        ack_latency: ts.counts.ack_latency.summary_us(),
+        receive_latency: tr.counts.latency.summary_us(),
+        rate_limited: all.counts.rate_limited,
+        other_errors: all.counts.other_errors,
+        first_error: all.counts.first_error.clone(),
+        host_us_per_message: cpu.host_us_per(ts.counts.acks),
         cpu,
         host_rss_bytes: host_rss(res.host_pid),
     };

@@ -224,6 +224,7 @@ pub async fn fanout(common: &Common, opts: &FanoutOpts) -> anyhow::Result<Fanout
 
     let t = Totals::of(&stats);
     let window_s = t
+        .counts
         .last_delivery_ns
         .map_or(0.0, |l| l.saturating_sub(start_ns) as f64 / 1e9);
     let rate = |x: u64| {
@@ -244,20 +245,20 @@ pub async fn fanout(common: &Common, opts: &FanoutOpts) -> anyhow::Result<Fanout
         join,
         listen_overflows,
         sent: t.sent,
-        deliveries: t.deliveries,
+        deliveries: t.counts.deliveries,
         expected,
-        missing: expected.saturating_sub(t.deliveries),
+        missing: expected.saturating_sub(t.counts.deliveries),
         window_s,
-        deliveries_per_s: rate(t.deliveries),
-        messages_per_s: rate(t.acks),
-        latency: t.latency.summary_us(),
-        echo_latency: t.ack_latency.summary_us(),
-        rate_limited: t.rate_limited,
-        other_errors: t.other_errors,
-        first_error: t.first_error.clone(),
-        host_us_per_delivery: cpu.host_us_per(t.deliveries),
-        loadgen_us_per_delivery: if t.deliveries > 0 {
-            cpu.loadgen_cpu_s * 1e6 / t.deliveries as f64
+        deliveries_per_s: rate(t.counts.deliveries),
+        messages_per_s: rate(t.counts.acks),
+        latency: t.counts.latency.summary_us(),
+        echo_latency: t.counts.ack_latency.summary_us(),
+        rate_limited: t.counts.rate_limited,
+        other_errors: t.counts.other_errors,
+        first_error: t.counts.first_error.clone(),
+        host_us_per_delivery: cpu.host_us_per(t.counts.deliveries),
+        loadgen_us_per_delivery: if t.counts.deliveries > 0 {
+            cpu.loadgen_cpu_s * 1e6 / t.counts.deliveries as f64
         } else {
             0.0
         },

@@ -152,7 +152,7 @@ pub async fn join(common: &Common, opts: &JoinOpts) -> anyhow::Result<JoinReport
         join,
         listen_overflows,
         joined_frames_before_ready: stats.iter().map(|s| u64::from(s.join.joined)).sum(),
-        joined_frames_after_ready: t.joined,
+        joined_frames_after_ready: t.counts.joined,
         close_s,
         cpu,
         host_rss_bytes,
