@@ -24,13 +24,6 @@ fn alarm_log_times(body: &str) -> Vec<u64> {
         .collect()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 async fn alarm_log(host: &TestHost, name: &str) -> String {
     let (status, body) = host
         .http("GET", &format!("/probe/{name}/get?key=alarm-log"), b"")

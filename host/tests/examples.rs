@@ -41,13 +41,6 @@ async fn call(host: &TestHost, method: &str, path: &str, body: &[u8]) -> (u16, V
     (status, parse(&text))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Sleeps until the wall clock reaches `at_ms`.
 async fn sleep_until_ms(at_ms: u64) {
     let now = now_ms();

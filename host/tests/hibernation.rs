@@ -80,6 +80,37 @@ async fn pings_are_answered_by_the_host_without_waking_the_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_reads_when_the_host_last_auto_responded_on_a_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(hibernating_config(dir.path(), IDLE_MS)).await;
+    let mut a = host.ws("/probe/auto/ws").await;
+    let mut b = host.ws("/probe/auto/ws").await;
+    a.send_text("auto-ts").await;
+    assert_eq!(a.recv_text().await, "none", "never answered yet");
+    a.send_text("auto:hi:ho").await;
+    assert_eq!(a.recv_text().await, "ok");
+
+    // Answered by the host while the object is evicted.
+    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
+    let before = now_ms();
+    a.send_text("hi").await;
+    assert_eq!(a.recv_text().await, "ho");
+    let after = now_ms();
+    assert_eq!(host.stats().instances_live, 0, "still evicted");
+
+    // The woken guest reads the time for that socket, and none for the other.
+    a.send_text("auto-ts").await;
+    let at: u64 = a.recv_text().await.parse().unwrap();
+    assert!(
+        (before..=after).contains(&at),
+        "{before} <= {at} <= {after}"
+    );
+    b.send_text("auto-ts").await;
+    assert_eq!(b.recv_text().await, "none");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_read_is_cut_off_and_the_others_keep_receiving() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());

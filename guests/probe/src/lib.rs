@@ -71,6 +71,8 @@
 //! | `attachment` | | this socket's attachment as (lossy UTF-8) text, or `none` |
 //! | `close:<code>:<reason>` | closes this socket with `<code>` and `<reason>` | none (on failure `err:...`) |
 //! | `inits` | | how many times `init` ran in this instance |
+//! | `auto:<request>:<response>` | sets the object's auto-response pair | `ok` |
+//! | `auto-ts` | | when the host last auto-responded on this socket (ms since the epoch), or `none` |
 //! | `call:<class>:<name>:<method>:<payload>` | `objects::call` (the payload may contain `:`) | `ok:<result as lossy UTF-8>` or `err:<Debug of the CallError>` |
 //! | anything else | | `unknown:<command>` (the text up to the first `:`) |
 //!
@@ -466,6 +468,15 @@ fn command(id: SocketId, text: &str) -> Option<String> {
             }
         }
         "inits" => INITS.get().to_string(),
+        "auto" => {
+            let (request, response) = arg.split_once(':').unwrap_or((arg, ""));
+            ok_or_err(sockets::set_auto_response(Some((request, response))))
+        }
+        "auto-ts" => match sockets::auto_response_timestamp(id) {
+            Ok(Some(at)) => at.to_string(),
+            Ok(None) => "none".to_string(),
+            Err(e) => format!("err:{e:?}"),
+        },
         "call" => {
             let mut parts = arg.splitn(4, ':');
             match (parts.next(), parts.next(), parts.next(), parts.next()) {

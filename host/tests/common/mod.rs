@@ -301,3 +301,8 @@ pub fn hibernating_config(dir: &Path, idle_ms: u64) -> Config {
         ..test_config(dir)
     }
 }
+
+/// Milliseconds since the Unix epoch, by the host's own clock function.
+pub fn now_ms() -> u64 {
+    roomhost::sockets::conn::now_ms()
+}
