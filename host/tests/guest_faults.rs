@@ -71,6 +71,22 @@ async fn tags_attachments_and_closes_are_kept_by_the_host() {
     assert_eq!(red.recv_text().await, "all");
     assert_eq!(blue.recv_text().await, "all");
 
+    // The guest lists its sockets by tag.
+    let mut list = async |what: &str| {
+        blue.send_text(what).await;
+        blue.recv_text().await
+    };
+    let (all, reds, warms, blues) = (
+        list("list").await,
+        list("list:red").await,
+        list("list:warm").await,
+        list("list:blue").await,
+    );
+    assert_eq!(all, format!("{reds},{blues}"), "accept order");
+    assert_eq!(warms, reds);
+    assert!(!reds.is_empty() && !reds.contains(',') && reds != blues);
+    assert_eq!(list("list:green").await, "");
+
     // Oversized attachments are refused with a clear error.
     blue.send_text(&format!("attach:{}", "x".repeat(3000)))
         .await;

@@ -64,7 +64,7 @@
 //! | `get:<k>` | | the value of `<k>`, or `none` |
 //! | `trap` | stores `trapped` = `yes` and sends `before-trap` to the sender, then panics | none: neither the write nor the frame may ever be observed |
 //! | `count` | increments the decimal counter in key `count` | the new value |
-//! | `list` | | ids of all open sockets (`sockets::list(None)`), in accept order, joined by `,` (empty if none) |
+//! | `list` / `list:<tag>` | | ids of all open sockets (`sockets::list(None)`) / of those carrying `<tag>`, in accept order, joined by `,` (empty if none) |
 //! | `tags:<id>` | | the tags of socket `<id>`, joined by `,` |
 //! | `set-tags:<a,b>` | replaces this socket's tags (empty parts ignored) | `ok` |
 //! | `attach:<text>` | sets this socket's attachment to `<text>` | `ok` |
@@ -442,7 +442,7 @@ fn command(id: SocketId, text: &str) -> Option<String> {
             panic!("probe: trap requested");
         }
         "count" => count(),
-        "list" => join_ids(&sockets::list(None)),
+        "list" => join_ids(&sockets::list((!arg.is_empty()).then_some(arg))),
         "tags" => match arg.parse::<SocketId>() {
             Ok(other) => match sockets::tags(other) {
                 Ok(tags) => tags.join(","),
