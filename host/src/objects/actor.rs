@@ -21,7 +21,6 @@ use crate::error::EventError;
 use crate::ids::ObjectId;
 use crate::objects::{Event, LiveSlot, ObjectCore, ObjectCtx, Runtime};
 use crate::sockets::{Outbox, Output, SocketConn, SocketId};
-use crate::storage::ObjectStorage;
 use std::sync::atomic::Ordering;
 
 /// A live instance, holding one of the host's live-instance slots.
@@ -75,17 +74,7 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<Box<Event>>,
 ) {
     rt.metrics.actor_started();
-    let core = ObjectCore {
-        id: id.clone(),
-        rt: rt.clone(),
-        storage: ObjectStorage::with_quota(
-            rt.db.clone(),
-            id.clone(),
-            rt.config.limits.storage_quota_bytes,
-        ),
-        sockets: Default::default(),
-        auto: Default::default(),
-    };
+    let core = ObjectCore::new(&rt, id.clone(), rt.config.limits.storage_quota_bytes);
     let mut actor = Actor {
         rt: rt.clone(),
         id,

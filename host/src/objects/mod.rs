@@ -356,6 +356,20 @@ pub struct ObjectCore {
     pub(crate) auto: Arc<AutoResponse>,
 }
 
+impl ObjectCore {
+    /// A core with no sockets yet, its storage view limited to `quota` bytes
+    /// (0: none).
+    pub(crate) fn new(rt: &Arc<Runtime>, id: ObjectId, quota: u64) -> ObjectCore {
+        ObjectCore {
+            storage: ObjectStorage::with_quota(rt.db.clone(), id.clone(), quota),
+            id,
+            rt: rt.clone(),
+            sockets: Default::default(),
+            auto: Default::default(),
+        }
+    }
+}
+
 /// The data of one wasmtime `Store`: the object's core plus per-instance state.
 pub struct ObjectCtx {
     pub(crate) core: ObjectCore,

@@ -17,7 +17,6 @@ use wasmtime::{Store, UpdateDeadline};
 use crate::bindings::Object;
 use crate::ids::ObjectId;
 use crate::objects::{ObjectCore, ObjectCtx, Runtime};
-use crate::storage::ObjectStorage;
 
 /// An instance waiting for its object.
 pub(crate) struct WarmInstance {
@@ -138,13 +137,7 @@ fn placeholder(rt: &Arc<Runtime>, class: &str) -> ObjectCore {
         class: class.to_string(),
         name: String::new(),
     };
-    ObjectCore {
-        storage: ObjectStorage::with_quota(rt.db.clone(), id.clone(), 0),
-        id,
-        rt: rt.clone(),
-        sockets: Default::default(),
-        auto: Default::default(),
-    }
+    ObjectCore::new(rt, id, 0)
 }
 
 /// A store for `core`, with the host's memory limits and CPU-time budget.
