@@ -9,46 +9,20 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-/// Starts the binary on an ephemeral port and reads the address it logs.
-fn spawn_host(data: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roomhost"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start roomhost");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("roomhost exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap();
-            break addr.parse().unwrap();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, addr }
+/// Starts the binary on an ephemeral port.
+fn spawn_host(data: &Path) -> HostProcess {
+    HostProcess::spawn(
+        Command::new(env!("CARGO_BIN_EXE_roomhost"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data),
+    )
 }
 
 /// A pseudo-random number from the clock (no extra dependency needed).
@@ -67,12 +41,15 @@ async fn nothing_a_client_saw_is_lost_when_the_host_is_killed() {
     let mut received: Vec<Value> = Vec::new();
     for round in 0..5u8 {
         let mut proc = spawn_host(&data);
-        let host = TestHostAddr(proc.addr);
         let mut clients = Vec::new();
         for c in 0..6u8 {
-            let (client, _) = host
-                .join(ip(10 * round + c + 1), &format!("r{round}c{c}"))
-                .await;
+            let (client, _) = join_chat_at(
+                proc.addr,
+                ip(10 * round + c + 1),
+                "crash",
+                &format!("r{round}c{c}"),
+            )
+            .await;
             clients.push(client);
         }
         // Every client sends up to 4 messages (under the rate limit) while one
@@ -139,32 +116,4 @@ async fn nothing_a_client_saw_is_lost_when_the_host_is_killed() {
         proc.child.wait().unwrap();
     }
     assert!(!received.is_empty(), "the test saw messages at all");
-}
-
-/// Just enough of a host handle to join the chat on an address.
-struct TestHostAddr(SocketAddr);
-
-impl TestHostAddr {
-    async fn join(&self, source: std::net::Ipv4Addr, name: &str) -> (Client, Vec<Value>) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
-        let stream = socket.connect(self.0).await.unwrap();
-        let (ws, _) = tokio_tungstenite::client_async(
-            format!("ws://{}/api/room/crash/websocket", self.0),
-            stream,
-        )
-        .await
-        .unwrap();
-        let mut c = Client { ws };
-        c.send_json(json!({ "name": name })).await;
-        let mut got = Vec::new();
-        loop {
-            let v = c.recv_json().await;
-            let ready = v.get("ready").is_some();
-            got.push(v);
-            if ready {
-                return (c, got);
-            }
-        }
-    }
 }

@@ -10,11 +10,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,45 +20,10 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    /// Everything the host printed (log on stdout, errors on stderr).
-    output: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits for the process to exit on its own.
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn stop(self) {}
-}
-
-/// A failing assertion must not leave a host running.
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts the real binary on an ephemeral port; with `max_file_blocks`, under
 /// `ulimit -f` (512-byte blocks) with SIGXFSZ ignored, set by a shell that then
 /// execs the host (both survive the exec).
-fn spawn_host(data: &Path, config: &Path, max_file_blocks: Option<u64>) -> Proc {
+fn spawn_host(data: &Path, config: &Path, max_file_blocks: Option<u64>) -> HostProcess {
     let bin = env!("CARGO_BIN_EXE_roomhost");
     let mut cmd = match max_file_blocks {
         Some(blocks) => {
@@ -74,68 +37,16 @@ fn spawn_host(data: &Path, config: &Path, max_file_blocks: Option<u64>) -> Proc 
         }
         None => Command::new(bin),
     };
-    let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start roomhost");
-    let output = Arc::new(Mutex::new(String::new()));
-    let mut stderr = child.stderr.take().unwrap();
-    let out = output.clone();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        out.lock().unwrap().push_str(&s);
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = match lines.next() {
-            Some(l) => l.unwrap(),
-            None => panic!(
-                "roomhost exited before listening: {}",
-                output.lock().unwrap()
-            ),
-        };
-        output.lock().unwrap().push_str(&format!("{line}\n"));
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap();
-            break addr.parse().unwrap();
-        }
-    };
-    let out = output.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            out.lock().unwrap().push_str(&format!("{line}\n"));
-        }
-    });
-    Proc {
-        child,
-        addr,
-        output,
-    }
+    HostProcess::spawn(
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--config")
+            .arg(config),
+    )
 }
 
 async fn join(addr: SocketAddr, source: std::net::Ipv4Addr, name: &str) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let (ws, _) =
-        tokio_tungstenite::client_async(format!("ws://{addr}/api/room/full/websocket"), stream)
-            .await
-            .unwrap();
-    let mut c = Client { ws };
-    c.send_json(json!({ "name": name })).await;
-    loop {
-        if c.recv_json().await.get("ready").is_some() {
-            return c;
-        }
-    }
+    join_chat_at(addr, source, "full", name).await.0
 }
 
 /// What a client saw: the chat messages, and how the connection ended.
@@ -184,7 +95,7 @@ async fn a_failed_commit_drops_its_output_and_stops_the_host() {
     let proc = spawn_host(&data, &config, None);
     let (status, _) = http_request(proc.addr, "GET", "/api/room/full/history", b"").await;
     assert_eq!(status, 200);
-    proc.stop();
+    drop(proc);
     let size = std::fs::metadata(&data).unwrap().len();
     assert_eq!(size % 512, 0, "redb files grow in pages");
 
@@ -276,7 +187,7 @@ async fn a_failed_commit_drops_its_output_and_stops_the_host() {
             break;
         }
     }
-    proc.stop();
+    drop(proc);
 }
 
 /// Not a storage failure, but the same real-binary harness: what a guest
@@ -319,5 +230,5 @@ async fn guest_stderr_reaches_the_host_log_with_the_object_id() {
     };
     assert!(line.contains("roomhost::guest"), "{line}");
     assert!(line.contains("probe/loud"), "{line}");
-    proc.stop();
+    drop(proc);
 }

@@ -118,14 +118,7 @@ impl TestHost {
         source: Ipv4Addr,
         path: &str,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(SocketAddr::new(IpAddr::V4(source), 0))
-            .expect("bind source address");
-        let stream = socket.connect(self.addr).await.expect("connect");
-        let url = format!("ws://{}{}", self.addr, path);
-        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
-        Ok(Client { ws })
+        connect_ws(self.addr, source, path).await
     }
 
     /// A plain HTTP request; returns (status, body).
@@ -261,9 +254,19 @@ pub async fn join_chat(
     room: &str,
     name: &str,
 ) -> (Client, Vec<Value>) {
-    let mut c = host
-        .ws_from(source, &format!("/api/room/{room}/websocket"))
-        .await;
+    join_chat_at(host.addr, source, room, name).await
+}
+
+/// Like [`join_chat`], for a host known only by its address (a real binary).
+pub async fn join_chat_at(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    room: &str,
+    name: &str,
+) -> (Client, Vec<Value>) {
+    let mut c = connect_ws(addr, source, &format!("/api/room/{room}/websocket"))
+        .await
+        .expect("WebSocket upgrade");
     c.send_json(serde_json::json!({ "name": name })).await;
     let mut got = Vec::new();
     loop {
@@ -305,4 +308,111 @@ pub fn hibernating_config(dir: &Path, idle_ms: u64) -> Config {
 /// Milliseconds since the Unix epoch, by the host's own clock function.
 pub fn now_ms() -> u64 {
     roomhost::sockets::conn::now_ms()
+}
+
+/// Opens a WebSocket to `addr` from a chosen loopback source address (all of
+/// 127.0.0.0/8 is loopback), so that per-IP logic sees distinct clients.
+pub async fn connect_ws(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    path: &str,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(source), 0))
+        .expect("bind source address");
+    let stream = socket.connect(addr).await.expect("connect");
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(Client { ws })
+}
+
+/// The real `roomhost` binary, running as a child process.
+pub struct HostProcess {
+    pub child: std::process::Child,
+    /// Where it listens (read from its log).
+    pub addr: SocketAddr,
+    /// Everything it printed (log on stdout, errors on stderr).
+    output: Arc<std::sync::Mutex<String>>,
+}
+
+impl HostProcess {
+    /// Starts `cmd`, which must run `roomhost serve --listen 127.0.0.1:0 ...`
+    /// (perhaps through a shell that execs it), and waits until it listens.
+    pub fn spawn(cmd: &mut std::process::Command) -> HostProcess {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::Stdio;
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start roomhost");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            out.lock().unwrap().push_str(&s);
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = match lines.next() {
+                Some(l) => l.unwrap(),
+                None => panic!(
+                    "roomhost exited before listening: {}",
+                    output.lock().unwrap()
+                ),
+            };
+            output.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap();
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                out.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        HostProcess {
+            child,
+            addr,
+            output,
+        }
+    }
+
+    /// Everything the host printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A failing assertion must not leave a host running.
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
