@@ -24,6 +24,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = root.join("target").join("guests");
+    ensure_wasm_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
@@ -32,7 +33,7 @@ fn main() {
             "--profile",
             "guest",
             "--target",
-            "wasm32-wasip2",
+            WASM_TARGET,
             "--target-dir",
         ])
         .arg(&target_dir);
@@ -52,11 +53,11 @@ fn main() {
     }
     let status = cmd.status().expect("cannot run cargo to build the guests");
     if !status.success() {
-        panic!(
-            "building the guests failed; run `cargo build --profile guest --target wasm32-wasip2 -p chat-room` to see why (is the wasm32-wasip2 target installed? rust-toolchain.toml names it)"
-        );
+        fail(&format!(
+            "building the guests failed (the errors are above); to see them alone, run: cargo build --profile guest --target {WASM_TARGET} -p chat-room"
+        ));
     }
-    let out_dir = target_dir.join("wasm32-wasip2").join("guest");
+    let out_dir = target_dir.join(WASM_TARGET).join("guest");
     let file = |name: &str| out_dir.join(format!("{}.wasm", name.replace('-', "_")));
     for g in GUESTS {
         assert!(
@@ -74,6 +75,73 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets this")).join("guests.rs");
     write_if_changed(&out, &code);
     println!("cargo:rustc-env=ROOMHOST_GUEST_DIR={}", out_dir.display());
+}
+
+/// The target the guests are built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Makes sure the active toolchain can build for [`WASM_TARGET`].
+///
+/// `rust-toolchain.toml` names the target, but rustup installs the targets
+/// it lists only when it installs the toolchain itself. A machine that
+/// already has the pinned toolchain (and `RUSTUP_AUTO_INSTALL=0`) would fail
+/// with "can't find crate for `std`". So: if the target's standard library is
+/// not in the sysroot, install it with rustup for the toolchain this build
+/// runs on, once; if that cannot be done, stop with the command to run.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = match Command::new(&rustc).args(["--print", "sysroot"]).output() {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+        _ => fail(&format!("cannot run `{rustc} --print sysroot`")),
+    };
+    let installed = |sysroot: &Path| {
+        sysroot
+            .join("lib/rustlib")
+            .join(WASM_TARGET)
+            .join("lib")
+            .is_dir()
+    };
+    if installed(&sysroot) {
+        return;
+    }
+    // rustup's proxies tell the processes they start which toolchain is active.
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    let by_hand = match &toolchain {
+        Some(t) => format!("rustup target add {WASM_TARGET} --toolchain {t}"),
+        None => format!("rustup target add {WASM_TARGET}"),
+    };
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", WASM_TARGET]);
+    if let Some(t) = &toolchain {
+        cmd.args(["--toolchain", t]);
+    }
+    match cmd.status() {
+        // Cargo shows this once, and again (from its cache) on later builds
+        // until the guests are rebuilt.
+        Ok(status) if status.success() && installed(&sysroot) => println!(
+            "cargo:warning=installed the {WASM_TARGET} target for the built-in guests (`{by_hand}`)"
+        ),
+        Ok(status) if status.success() => fail(&format!(
+            "rustup added {WASM_TARGET}, but this toolchain ({}) still lacks it; is rustc from rustup? Install the target for this rustc, or run: {by_hand}",
+            sysroot.display()
+        )),
+        Ok(_) => fail(&format!(
+            "could not install the {WASM_TARGET} target (rustup's error is above); run this, then build again: {by_hand}"
+        )),
+        Err(e) => fail(&format!(
+            "the {WASM_TARGET} target is missing and rustup cannot be run ({e}); install the target for this toolchain ({}), e.g.: {by_hand}",
+            sysroot.display()
+        )),
+    }
+}
+
+/// Stops the build with one clear message.
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    println!("cargo:warning={message}");
+    std::process::exit(1);
 }
 
 fn write_if_changed(path: &Path, contents: &str) {
