@@ -4,14 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Guest crates built here: the built-in classes (embedded), the test guest,
-/// and the examples (loaded from their files by the tests).
-const GUESTS: &[&str] = &[
-    "chat-room",
-    "rate-limiter",
-    "probe",
-    "counter",
-    "session-manager",
+/// Guest crates built here, and whether each is embedded in the binary as a
+/// built-in class. The others (the test guest, the examples) are loaded from
+/// their files by the tests. The one list: the build script generates the
+/// host's table of guests (`roomhost::guests`) from it.
+const GUESTS: &[(&str, bool)] = &[
+    ("chat-room", true),
+    ("rate-limiter", true),
+    ("probe", false),
+    ("counter", false),
+    ("session-manager", false),
 ];
 
 fn main() {
@@ -37,7 +39,7 @@ fn main() {
             "--target-dir",
         ])
         .arg(&target_dir);
-    for g in GUESTS {
+    for (g, _) in GUESTS {
         cmd.args(["-p", g]);
     }
     // Do not leak the host build's flags and settings into the guest build.
@@ -59,21 +61,27 @@ fn main() {
     }
     let out_dir = target_dir.join(WASM_TARGET).join("guest");
     let file = |name: &str| out_dir.join(format!("{}.wasm", name.replace('-', "_")));
-    for g in GUESTS {
-        assert!(
-            file(g).exists(),
-            "guest {g} was not built at {}",
-            file(g).display()
-        );
-    }
-    let embed = |name: &str| format!("include_bytes!({:?})", file(name).display().to_string());
-    let code = format!(
-        "/// The `chat-room` component.\npub const CHAT_ROOM: &[u8] = {};\n/// The `rate-limiter` component.\npub const RATE_LIMITER: &[u8] = {};\n",
-        embed("chat-room"),
-        embed("rate-limiter")
+    let mut table = String::from(
+        "/// Every guest the build script compiled, in the order `host/build.rs` lists them.\npub const GUESTS: &[Guest] = &[\n",
     );
+    for (name, embedded) in GUESTS {
+        let path = file(name);
+        if !path.exists() {
+            fail(&format!("guest {name} was not built at {}", path.display()));
+        }
+        let path = path.display().to_string();
+        let bytes = if *embedded {
+            format!("Some(include_bytes!({path:?}))")
+        } else {
+            "None".to_string()
+        };
+        table.push_str(&format!(
+            "    Guest {{ name: {name:?}, file: {path:?}, embedded: {bytes} }},\n"
+        ));
+    }
+    table.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets this")).join("guests.rs");
-    write_if_changed(&out, &code);
+    write_if_changed(&out, &table);
     println!("cargo:rustc-env=ROOMHOST_GUEST_DIR={}", out_dir.display());
 }
 

@@ -28,18 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
-
-/// Whether a commit waits for the disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Durability {
-    /// Every commit is fsynced before its output is released (the default).
-    #[default]
-    Immediate,
-    /// Commits are not fsynced: a crash may lose acknowledged writes. For
-    /// benchmarks and tests that say so.
-    None,
-}
+pub use crate::storage::Durability;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
@@ -192,7 +181,7 @@ impl RouteConfig {
 impl Default for Config {
     fn default() -> Config {
         let mut classes = BTreeMap::new();
-        for name in crate::components::BUILTIN_NAMES {
+        for name in crate::guests::builtin_names() {
             classes.insert(
                 name.to_string(),
                 ClassConfig::new(format!("builtin:{name}")),
@@ -259,9 +248,9 @@ impl Config {
             source,
         })?;
         Config::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: Some(path.to_owned()),
+                source,
             },
             other => other,
         })
@@ -269,10 +258,8 @@ impl Config {
 
     /// Parses TOML text over the defaults (see [`Config::from_file`]).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let parsed: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })?;
+        let parsed: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })?;
         let mut config = parsed;
         let defaults = Config::default();
         for (name, class) in defaults.classes {
@@ -393,12 +380,22 @@ mod tests {
 
     #[test]
     fn bad_files_get_clear_errors() {
-        let e = Config::from_toml("listen = 5").expect_err("type error");
-        assert!(e.to_string().contains("listen"), "{e}");
+        let report = |e: ConfigError| crate::error::Report(&e).to_string();
+        let e = report(Config::from_toml("listen = 5").expect_err("type error"));
+        assert!(e.starts_with("invalid config: "), "{e}");
+        assert!(e.contains("listen"), "{e}");
         let e = Config::from_toml("[[routes]]\npath = \"/x/{name}\"\nobject = \"nope\"")
             .expect_err("unknown class");
-        assert!(e.to_string().contains("nope"), "{e}");
-        let e = Config::from_toml("bogus = 1").expect_err("unknown field");
-        assert!(e.to_string().contains("bogus"), "{e}");
+        assert!(report(e).contains("nope"));
+        let e = report(Config::from_toml("bogus = 1").expect_err("unknown field"));
+        assert!(e.contains("bogus"), "{e}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("roomhost.toml");
+        std::fs::write(&file, "bogus = 1").expect("write");
+        let e = report(Config::from_file(&file).expect_err("unknown field"));
+        assert!(
+            e.starts_with(&format!("invalid config file {}: ", file.display())),
+            "{e}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! never leak to clients.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::ids::ObjectId;
 
@@ -24,7 +25,7 @@ pub enum Error {
     #[error(transparent)]
     Event(#[from] EventError),
     /// A network operation failed (binding the listener, accepting).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What the host was doing.
         context: String,
@@ -48,12 +49,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for the config schema.
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid config{}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
     Parse {
-        /// The file.
-        path: PathBuf,
+        /// The file (none when the text did not come from a file).
+        path: Option<PathBuf>,
         /// What the parser said.
-        message: String,
+        #[source]
+        source: toml::de::Error,
     },
     /// A value is out of range or refers to something that does not exist.
     #[error("invalid config: {0}")]
@@ -61,30 +63,34 @@ pub enum ConfigError {
 }
 
 /// The embedded database failed.
+///
+/// Clone, so that the first failure can be handed to every waiting event; the
+/// redb error is shared.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
     /// The database file could not be opened or created.
-    #[error("cannot open database {path}: {message}")]
+    #[error("cannot open database {path}")]
     Open {
         /// The file.
         path: PathBuf,
-        /// What redb said.
-        message: String,
+        /// What redb (or the file system) said.
+        #[source]
+        source: Arc<redb::Error>,
     },
     /// A read failed.
-    #[error("database read failed: {0}")]
-    Read(String),
+    #[error("database read failed")]
+    Read(#[source] Arc<redb::Error>),
     /// A commit failed; the writes of every event in the batch were discarded.
-    #[error("database commit failed: {0}")]
-    Commit(String),
+    #[error("database commit failed")]
+    Commit(#[source] Arc<redb::Error>),
     /// The committer has stopped (the host is shutting down).
     #[error("the committer has stopped")]
     CommitterStopped,
     /// An earlier commit failed; redb refuses every write after an I/O error
     /// until the database is reopened, so nothing is committed any more.
-    #[error("storage failed earlier ({0}); no commits until the host restarts")]
-    Failed(String),
+    #[error("storage failed earlier; no commits until the host restarts")]
+    Failed(#[source] Box<StorageError>),
 }
 
 /// A component could not be prepared.
@@ -92,10 +98,16 @@ pub enum StorageError {
 #[non_exhaustive]
 pub enum ComponentError {
     /// The engine could not be configured.
-    #[error("cannot configure the wasm engine: {0}")]
-    Engine(String),
+    #[error("cannot configure the wasm engine: {context}")]
+    Engine {
+        /// What the host was setting up.
+        context: &'static str,
+        /// What wasmtime (or the OS) said.
+        #[source]
+        source: wasmtime::Error,
+    },
     /// The component file could not be read.
-    #[error("class {class}: cannot read component {path}: {source}")]
+    #[error("class {class}: cannot read component {path}")]
     Read {
         /// The class.
         class: String,
@@ -107,12 +119,13 @@ pub enum ComponentError {
     },
     /// The bytes are not a valid component, or do not target the roomhost:object
     /// world (missing exports, imports the host does not offer).
-    #[error("class {class}: invalid component: {message}")]
+    #[error("class {class}: invalid component")]
     Invalid {
         /// The class.
         class: String,
         /// What wasmtime said.
-        message: String,
+        #[source]
+        source: wasmtime::Error,
     },
     /// No built-in component has this name.
     #[error("class {class}: no built-in component named {name:?}")]
@@ -125,6 +138,9 @@ pub enum ComponentError {
 }
 
 /// Delivering or running one event failed.
+///
+/// Clone, because one failed commit fails every event of its batch; the
+/// causes are shared.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventError {
@@ -134,30 +150,37 @@ pub enum EventError {
     /// The object name is not valid.
     #[error("invalid object name: {0}")]
     InvalidName(String),
-    /// The instance could not be created (instantiation or `init` failed).
-    #[error("object {object}: cannot start instance: {message}")]
+    /// The instance could not be created (instantiation failed).
+    #[error("object {object}: cannot start instance")]
     Instantiate {
         /// The object.
         object: ObjectId,
-        /// What went wrong.
-        message: String,
+        /// What wasmtime said.
+        #[source]
+        source: Arc<wasmtime::Error>,
     },
-    /// The guest trapped (panicked, ran out of time or memory); its writes were
-    /// rolled back and its instance dropped.
-    #[error("object {object}: guest trapped: {message}")]
+    /// Every live-instance slot stayed busy (`max_live_instances` reached and
+    /// no instance idle enough to evict).
+    #[error("object {0}: no live-instance slot became free")]
+    NoInstanceSlot(ObjectId),
+    /// The guest trapped (panicked, ran out of time or memory, broke the
+    /// host's rules); its writes were rolled back and its instance dropped.
+    #[error("object {object}: guest trapped")]
     Trap {
         /// The object.
         object: ObjectId,
-        /// The trap message.
-        message: String,
+        /// The trap.
+        #[source]
+        source: Arc<wasmtime::Error>,
     },
     /// The event's writes could not be committed; its output was dropped.
-    #[error("object {object}: commit failed: {message}")]
+    #[error("object {object}: commit failed")]
     Commit {
         /// The object.
         object: ObjectId,
-        /// What went wrong.
-        message: String,
+        /// The storage failure.
+        #[source]
+        source: StorageError,
     },
     /// The object's mailbox is gone (the host is shutting down).
     #[error("object {0}: unavailable (host shutting down)")]
@@ -168,6 +191,32 @@ pub enum EventError {
     /// The callee did not answer in time.
     #[error("object {0}: call timed out")]
     Timeout(ObjectId),
+}
+
+impl EventError {
+    /// A trap of `object`'s guest.
+    pub(crate) fn trap(object: &ObjectId, source: wasmtime::Error) -> EventError {
+        EventError::Trap {
+            object: object.clone(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Shows an error with all its causes, `outer: inner: innermost` — for logs
+/// and the binary's last word, where one line must say everything.
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// A shorthand for results with the crate error.

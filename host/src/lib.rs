@@ -6,26 +6,49 @@
 //!
 //! # Layout
 //!
+//! The layers, top down; a module imports only from the layers below it.
+//!
+//! - [`server`] — `run(listener, config, shutdown)`: open, accept, serve, drain.
+//! - [`http`] — routes ([`http::router`]), the chat page, WebSocket upgrades,
+//!   and each accepted socket's task ([`http::websocket`]).
+//! - [`objects`] — the directory (one actor per id), the actor that owns an
+//!   object's wasmtime `Store` and runs its events in order, in batches
+//!   ([`objects::actor`]), its events ([`objects::event`]), the store's data
+//!   and the capability views built from it ([`objects::ctx`]), the bound on
+//!   live instances ([`objects::live`]) and pre-warmed instances
+//!   ([`objects::warm`]).
+//! - [`components`] — the engine ([`components::engine`]), the linker that
+//!   links every capability ([`components::link`]), each class's pre-linked
+//!   component.
+//! - The capabilities, one per WIT interface, each a view type implementing
+//!   its interface's `Host` trait and its own `add_to_linker`; none knows the
+//!   object:
+//!   - [`storage`] — redb, each object's view with its quota, group commit;
+//!   - [`sockets`] — host-owned WebSockets: tags, attachments, gated output,
+//!     bounded send queues, framing;
+//!   - [`alarms`] — one alarm per object, stored, scheduled, retried;
+//!   - [`calls`] — `objects.call` and ids;
+//!   - [`guest_log`] — the `log` interface and the guest's stderr.
 //! - [`config`] — the TOML config and its defaults (the chat, on 127.0.0.1:8080).
-//! - [`server`] — `run(listener, config, shutdown)`: accept, serve, drain.
-//! - [`http`] — routes, the chat page, WebSocket upgrades.
-//! - [`objects`] — the directory (one actor per id) and the actor that owns an
-//!   object's wasmtime `Store` and runs its events in order, in batches.
-//! - [`components`] — the engine, the linker, each class's pre-linked component.
-//! - [`storage`] — redb, per-event write sets, group commit.
-//! - [`alarms`] — one alarm per object, stored, scheduled, retried.
-//! - [`sockets`] — host-owned WebSockets: tags, attachments, gated output,
-//!   bounded send queues.
+//! - [`guests`] — the table of guests the build script compiled (the built-in
+//!   classes are embedded).
 //! - [`bindings`] — the `roomhost:object` world (`wit/`), generated once.
-//! - [`metrics`] — counters about the host itself.
-//! - [`memory`] — gives freed memory back to the OS while the host is idle.
+//! - [`metrics`] — counters about the host itself; [`memory`] — gives freed
+//!   memory back to the OS while the host is idle; [`clock`] — the wall
+//!   clock; [`ids`] — object ids and names.
 //! - [`error`] — narrow errors under one [`Error`].
+//! - `testing` (feature `testing`) — a host on 127.0.0.1:0 for tests and
+//!   benchmarks.
 
 pub mod alarms;
 pub mod bindings;
+pub mod calls;
+pub mod clock;
 pub mod components;
 pub mod config;
 pub mod error;
+pub mod guest_log;
+pub mod guests;
 pub mod http;
 pub mod ids;
 pub mod memory;
@@ -34,18 +57,9 @@ pub mod objects;
 pub mod server;
 pub mod sockets;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::Config;
 pub use error::{Error, Result};
 pub use server::{Server, run};
-
-/// Paths of the guests the build script compiled, for tests and tools.
-pub mod guest_paths {
-    /// The directory holding every compiled guest `.wasm`.
-    pub const DIR: &str = env!("ROOMHOST_GUEST_DIR");
-
-    /// The path of a compiled guest by crate name (e.g. `probe`).
-    pub fn wasm(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(DIR).join(format!("{}.wasm", name.replace('-', "_")))
-    }
-}

@@ -54,8 +54,9 @@ fn main() -> ExitCode {
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("roomhost: {e}");
+            let report = roomhost::error::Report(&e);
+            tracing::error!("{report}");
+            eprintln!("roomhost: {report}");
             ExitCode::FAILURE
         }
     }

@@ -12,10 +12,10 @@ use tokio::net::TcpListener;
 
 use crate::components::Components;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Report, Result};
 use crate::http::router::Router;
 use crate::metrics::Metrics;
-use crate::objects::Runtime;
+use crate::objects::{AlarmDelivery, Runtime};
 use crate::storage::Db;
 use crate::storage::committer::{Committer, CommitterThread};
 
@@ -49,15 +49,15 @@ impl Server {
         })?;
         let (alarms, scheduler) = crate::alarms::Scheduler::start();
         let rt = Runtime::new(config, components, db, committer, metrics, alarms);
-        rt.tasks
-            .spawn(scheduler.run(Arc::downgrade(&rt), rt.shutdown.clone()));
+        let delivery = Arc::new(AlarmDelivery(Arc::downgrade(&rt)));
+        rt.tasks.spawn(scheduler.run(delivery, rt.shutdown.clone()));
         if crate::memory::glibc_trim_enabled() {
             rt.tasks.spawn(crate::memory::trim_task(
                 rt.metrics.clone(),
                 rt.shutdown.clone(),
             ));
         }
-        let pending = crate::alarms::schedule_stored(&rt)?;
+        let pending = crate::alarms::schedule_stored(&rt.db, &rt.alarms)?;
         if pending > 0 {
             tracing::info!("{pending} stored alarm(s) scheduled");
         }
@@ -127,7 +127,7 @@ impl Server {
         drop(listener);
         match &rt.committer.failure() {
             Some(e) => tracing::error!(
-                error = %e,
+                error = %Report(e),
                 "storage failed: shutting down (sockets close with 1011); restart the host to reopen and repair the database"
             ),
             None => tracing::info!("shutting down: closing sockets and draining objects"),

@@ -198,7 +198,7 @@ async fn guest_stderr_reaches_the_host_log_with_the_object_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("log.redb");
     let config = dir.path().join("roomhost.toml");
-    let probe = roomhost::guest_paths::wasm("probe");
+    let probe = roomhost::guests::wasm("probe");
     std::fs::write(
         &config,
         format!(

@@ -6,61 +6,24 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use loadgen::metrics::MetricsFetch;
 use loadgen::{
     Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, ScenarioFailed, WakeOpts, durable, fanout,
     idle, join, wake,
 };
-use roomhost::{Config, Server};
-use tokio::sync::oneshot;
+use roomhost::Config;
+use roomhost::testing::TestHost;
 
-struct Host {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    join: tokio::task::JoinHandle<roomhost::Result<()>>,
-    _dir: tempfile::TempDir,
+/// A real host on 127.0.0.1:0 with a fresh redb file, `tweak`ed.
+async fn start_host(tweak: impl FnOnce(&mut Config)) -> TestHost {
+    TestHost::start_temp(tweak).await
 }
 
-async fn start_host(tweak: impl FnOnce(&mut Config)) -> Host {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = Config {
-        data: dir.path().join("db.redb"),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let server = Server::new(config).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let join = tokio::spawn(server.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Host {
-        addr,
-        stop,
-        join,
-        _dir: dir,
-    }
-}
-
-impl Host {
-    fn common(&self) -> Common {
-        Common {
-            timeout_secs: 30,
-            ..Common::new(self.addr)
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("host stops in time")
-            .expect("host task")
-            .expect("host shut down cleanly");
+/// The scenarios' common options against `host`.
+fn options(host: &TestHost) -> Common {
+    Common {
+        timeout_secs: 30,
+        ..Common::new(host.addr)
     }
 }
 
@@ -75,7 +38,7 @@ async fn fanout_burst_delivers_everything() {
         interval_ms: None,
         drain_secs: 5,
     };
-    let r = fanout(&host.common(), &opts).await.unwrap();
+    let r = fanout(&options(&host), &opts).await.unwrap();
     println!("{r}");
     // 2 rooms × 2 senders × 3 messages × 3 members.
     assert_eq!(r.expected, 36);
@@ -101,7 +64,7 @@ async fn fanout_paced_delivers_everything() {
         interval_ms: Some(20),
         drain_secs: 5,
     };
-    let r = fanout(&host.common(), &opts).await.unwrap();
+    let r = fanout(&options(&host), &opts).await.unwrap();
     assert_eq!((r.deliveries, r.expected), (24, 24));
     // 3 messages 20 ms apart: the window is at least 40 ms.
     assert!(r.window_s >= 0.04, "{r}");
@@ -119,7 +82,7 @@ async fn fanout_reports_rate_limiting_as_a_failure() {
         interval_ms: None,
         drain_secs: 5,
     };
-    let err = fanout(&host.common(), &opts).await.unwrap_err();
+    let err = fanout(&options(&host), &opts).await.unwrap_err();
     let failed = err.downcast_ref::<ScenarioFailed>().expect("a report");
     assert!(failed.reason.contains("rate-limited"), "{failed}");
     let limited = failed.json["rate_limited"].as_u64().unwrap();
@@ -134,7 +97,7 @@ async fn fanout_reports_rate_limiting_as_a_failure() {
 async fn join_everyone_gets_ready() {
     let host = start_host(|_| {}).await;
     let r = join(
-        &host.common(),
+        &options(&host),
         &JoinOpts {
             clients: 10,
             rooms: 2,
@@ -162,7 +125,7 @@ async fn wake_after_eviction() {
         rounds: 1,
         idle_ms: 100,
     };
-    let r = wake(&host.common(), &opts).await.unwrap();
+    let r = wake(&options(&host), &opts).await.unwrap();
     println!("{r}");
     assert_eq!(r.latency.count, 2, "one other client per room");
     assert_eq!(r.echo_latency.count, 2);
@@ -181,7 +144,7 @@ async fn idle_measures_rss_and_fds() {
     let host = start_host(|_| {}).await;
     let common = Common {
         host_pid: Some(std::process::id()),
-        ..host.common()
+        ..options(&host)
     };
     let r = idle(
         &common,
@@ -201,7 +164,7 @@ async fn idle_measures_rss_and_fds() {
     // Without --host-pid it refuses.
     assert!(
         idle(
-            &host.common(),
+            &options(&host),
             &IdleOpts {
                 clients: 1,
                 rooms: 1,
@@ -218,7 +181,7 @@ async fn idle_measures_rss_and_fds() {
 async fn durable_every_message_acknowledged() {
     let host = start_host(|_| {}).await;
     let r = durable(
-        &host.common(),
+        &options(&host),
         &DurableOpts {
             rooms: 3,
             messages: 3,

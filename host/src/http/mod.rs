@@ -1,11 +1,13 @@
 //! HTTP: the hyper service. Routes come from the config ([`router`]); object
 //! routes become `Request` events, WebSocket upgrades are handed to the object
-//! and, once it accepts, owned by the host ([`crate::sockets`]).
+//! and, once it accepts, owned by the host: each accepted socket is one task
+//! ([`websocket`]) over the host-owned queue ([`crate::sockets`]).
 //!
 //! Errors never leak internals: clients get a short status text, details go to
 //! the log.
 
 pub mod router;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use crate::bindings::{Reply, Request, Response};
 use crate::error::EventError;
 use crate::ids::{ObjectId, is_unique_id, unique_id};
 use crate::objects::{Event, Runtime};
-use crate::sockets::SocketConn;
+use crate::sockets::{SocketConn, SocketEvent, SocketInbox};
 use router::{Match, Router, Target};
 
 /// The chat page, served at `/` by default.
@@ -194,7 +196,7 @@ async fn to_object(
                 Ok(h) => h,
                 Err(e) => return event_error(&id, e),
             };
-            let params = crate::sockets::conn::ConnParams {
+            let params = websocket::ConnParams {
                 object: handle,
                 max_frame_bytes: rt.config.limits.max_frame_bytes,
                 metrics: rt.metrics.clone(),
@@ -216,18 +218,18 @@ async fn to_object(
                         // A task of its own, so the connection does not carry the
                         // upgrade's state for its whole life.
                         let stream = parts.io.into_inner();
-                        let run = crate::sockets::conn::run(conn, stream, parts.read_buf, params);
+                        let run = websocket::run(conn, stream, parts.read_buf, params);
                         tracker.spawn(run);
                     }
                     Err(why) => {
                         tracing::debug!("{why}");
                         conn.end();
-                        let closed = Event::SocketClosed {
+                        let closed = SocketEvent::Closed {
                             id: conn.id(),
                             code: 1006,
                             reason: "upgrade failed".into(),
                         };
-                        params.object.send(closed).await.ok();
+                        params.object.deliver(closed).await;
                     }
                 }
             };
@@ -250,7 +252,7 @@ fn event_error(id: &ObjectId, e: EventError) -> Resp {
         EventError::Unavailable(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         EventError::Timeout(_) => text(StatusCode::GATEWAY_TIMEOUT, "object timed out"),
         _ => {
-            tracing::warn!(object = %id, error = %e, "request failed");
+            tracing::warn!(object = %id, error = %crate::error::Report(&e), "request failed");
             text(StatusCode::INTERNAL_SERVER_ERROR, "object error")
         }
     }

@@ -9,19 +9,20 @@
 //! durable. Under load a busy room commits many events per fsync.
 
 use std::sync::Arc;
-
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use wasmtime::Store;
 
-use crate::bindings::{Object, Reply};
-use crate::error::EventError;
+use super::live::LiveSlot;
+use super::{Event, ObjectCore, ObjectCtx, Runtime};
+use crate::bindings::exports::roomhost::object::handler::Guest as Handler;
+use crate::bindings::{Accept, Object, Reply, Request};
+use crate::error::{EventError, Report};
 use crate::ids::ObjectId;
-use crate::objects::{Event, LiveSlot, ObjectCore, ObjectCtx, Runtime};
-use crate::sockets::{Outbox, Output, SocketConn, SocketId};
-use std::sync::atomic::Ordering;
+use crate::sockets::{Outbox, Output, SocketConn, SocketEvent, SocketId};
 
 /// A live instance, holding one of the host's live-instance slots.
 struct Live {
@@ -51,17 +52,78 @@ struct Actor {
     refill: bool,
 }
 
+/// Where the answer to a request or a call goes.
+type ReplyTo<T> = oneshot::Sender<Result<T, EventError>>;
+
 /// What an event leaves to do once the batch is durable.
 enum Pending {
-    Reply(
-        oneshot::Sender<Result<Reply, EventError>>,
-        Result<Reply, EventError>,
-    ),
+    Reply(ReplyTo<Reply>, Result<Reply, EventError>),
     Call(
-        oneshot::Sender<Result<Result<Vec<u8>, String>, EventError>>,
+        ReplyTo<Result<Vec<u8>, String>>,
         Result<Result<Vec<u8>, String>, EventError>,
     ),
     Nothing,
+}
+
+/// What running one event leaves for the end of the batch.
+struct Ran {
+    /// Its gated output.
+    outbox: Outbox,
+    /// Whom to answer once the batch is durable.
+    pending: Pending,
+    /// The socket it accepted (forgotten again if the commit fails).
+    accepted: Option<SocketId>,
+}
+
+impl Ran {
+    /// An event that produced nothing (or whose sender was already told).
+    fn nothing() -> Ran {
+        Ran::answer(Pending::Nothing)
+    }
+
+    /// An event with only an answer.
+    fn answer(pending: Pending) -> Ran {
+        Ran {
+            outbox: Vec::new(),
+            pending,
+            accepted: None,
+        }
+    }
+}
+
+/// How an event's guest call ended.
+enum Outcome {
+    /// It returned: its writes and output stay.
+    Done {
+        pending: Pending,
+        accepted: Option<Arc<SocketConn>>,
+    },
+    /// It trapped: its writes and output go, and its sender hears of the trap
+    /// at once (there is nothing to wait for).
+    Trapped {
+        error: EventError,
+        /// The sender, answered with `error`.
+        pending: Pending,
+        /// The retry count, when it was an alarm.
+        alarm_retry: Option<u32>,
+    },
+}
+
+impl Outcome {
+    /// `id`'s guest trapped; `answer` tells the event's sender.
+    fn trapped(
+        id: &ObjectId,
+        error: wasmtime::Error,
+        answer: impl FnOnce(EventError) -> Pending,
+        alarm_retry: Option<u32>,
+    ) -> Outcome {
+        let error = EventError::trap(id, error);
+        Outcome::Trapped {
+            pending: answer(error.clone()),
+            error,
+            alarm_retry,
+        }
+    }
 }
 
 /// The actor's task. It lives while the object has sockets or recent events:
@@ -74,7 +136,7 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<Box<Event>>,
 ) {
     rt.metrics.actor_started();
-    let core = ObjectCore::new(&rt, id.clone(), rt.config.limits.storage_quota_bytes);
+    let core = ObjectCore::new(&rt.db, id.clone(), rt.config.limits.storage_quota_bytes);
     let mut actor = Actor {
         rt: rt.clone(),
         id,
@@ -139,7 +201,7 @@ pub(crate) async fn run(
         while let Ok(ev) = rx.try_recv() {
             let id = actor.id.clone();
             if let Err(e) = Box::pin(rt.send(&id, *ev)).await {
-                tracing::warn!(object = %id, error = %e, "could not hand an event to the object's next actor");
+                tracing::warn!(object = %id, error = %Report(&e), "could not hand an event to the object's next actor");
             }
         }
     }
@@ -228,11 +290,7 @@ impl Actor {
         self.slot = Arc::new(LiveSlot::default());
         let Some(permit) = self.rt.live.acquire(self.generation, &self.slot).await else {
             self.state = State::Parked(core);
-            return Err(EventError::Instantiate {
-                object: self.id.clone(),
-                message: "no live-instance slot became free (max_live_instances reached, all busy)"
-                    .into(),
-            });
+            return Err(EventError::NoInstanceSlot(self.id.clone()));
         };
         let (store, object) = match self.rt.warm.take(&self.id.class, &self.rt.metrics) {
             // A pre-warmed instance: bound to this object, no instantiation.
@@ -246,7 +304,7 @@ impl Actor {
                         self.state = State::Parked(store.into_data().core);
                         return Err(EventError::Instantiate {
                             object: self.id.clone(),
-                            message: format!("{e:#}"),
+                            source: Arc::new(e),
                         });
                     }
                 }
@@ -264,14 +322,14 @@ impl Actor {
     }
 
     async fn run_batch(&mut self, batch: &mut Vec<(Event, Instant)>) {
-        let mut pending: Vec<(Outbox, Pending, Option<SocketId>)> = Vec::with_capacity(batch.len());
+        let mut ran: Vec<Ran> = Vec::with_capacity(batch.len());
         let running = self.rt.components.guest_running();
         for (event, dequeued) in batch.drain(..) {
             let arrived = match &event {
-                Event::SocketMessage { at, .. } => *at,
+                Event::Socket(SocketEvent::Message { at, .. }) => *at,
                 _ => dequeued,
             };
-            pending.push(self.run_event(event, arrived).await);
+            ran.push(self.run_event(event, arrived).await);
         }
         drop(running);
         let writes = match self.core_mut() {
@@ -307,25 +365,25 @@ impl Actor {
                     Some(None) => self.rt.alarms.delete(self.id.clone()),
                     None => {}
                 }
-                for (outbox, p, _) in pending {
-                    self.release(outbox);
-                    p.send();
+                for r in ran {
+                    self.release(r.outbox);
+                    r.pending.send();
                 }
                 if std::mem::take(&mut self.refill) {
                     super::warm::refill(&self.rt, &self.id.class);
                 }
             }
-            Err(e) => {
-                tracing::error!(object = %self.id, error = %e, "commit failed; dropping the batch's output");
+            Err(source) => {
+                tracing::error!(object = %self.id, error = %Report(&source), "commit failed; dropping the batch's output");
                 let failure = EventError::Commit {
                     object: self.id.clone(),
-                    message: e.to_string(),
+                    source,
                 };
                 self.drop_instance();
-                for (_, p, accepted) in pending {
-                    p.fail(failure.clone());
+                for r in ran {
+                    r.pending.fail(failure.clone());
                     // The upgrade will not happen: forget the socket.
-                    if let Some(id) = accepted {
+                    if let Some(id) = r.accepted {
                         self.forget_socket(id);
                     }
                 }
@@ -358,49 +416,40 @@ impl Actor {
     }
 
     /// Runs one event as one transaction.
-    async fn run_event(
-        &mut self,
-        event: Event,
-        arrived: Instant,
-    ) -> (Outbox, Pending, Option<SocketId>) {
+    async fn run_event(&mut self, event: Event, arrived: Instant) -> Ran {
         let closed = match &event {
-            Event::SocketClosed { id, .. } => Some(*id),
+            Event::Socket(SocketEvent::Closed { id, .. }) => Some(*id),
             _ => None,
         };
-        let (outbox, pending, accepted) = self.run_event_inner(event, arrived).await;
+        let ran = self.run_guest(event, arrived).await;
         if let Some(id) = closed {
             // The guest has seen the close: the socket is gone for good.
             self.forget_socket(id);
         }
-        (outbox, pending, accepted)
+        ran
     }
 
-    async fn run_event_inner(
-        &mut self,
-        event: Event,
-        arrived: Instant,
-    ) -> (Outbox, Pending, Option<SocketId>) {
-        // Events for sockets that are already gone need no instance.
-        if let Event::SocketMessage { id, .. } | Event::SocketClosed { id, .. } = &event {
-            let known = self
-                .core_mut()
-                .is_some_and(|c| c.sockets.get(*id).is_some());
-            if !known {
-                return (Vec::new(), Pending::Nothing, None);
+    /// False for events that need no guest: those for sockets that are
+    /// already gone, and alarms deleted or moved since they were scheduled.
+    fn wants(&mut self, event: &Event) -> bool {
+        let Some(core) = self.core_mut() else {
+            return false;
+        };
+        match event {
+            Event::Socket(e) => core.sockets.get(e.socket()).is_some(),
+            Event::Alarm { .. } => {
+                let due = core.storage.alarm().ok().flatten();
+                due.is_some_and(|at| at <= crate::clock::now_ms())
             }
+            Event::Request { .. } | Event::Call { .. } => true,
         }
-        if let Event::Alarm { .. } = &event {
-            let due = self
-                .core_mut()
-                .map(|c| c.storage.alarm())
-                .transpose()
-                .ok()
-                .flatten()
-                .flatten();
-            if due.is_none_or(|at| at > crate::sockets::conn::now_ms()) {
-                // Deleted or moved since it was scheduled.
-                return (Vec::new(), Pending::Nothing, None);
-            }
+    }
+
+    /// Gives the event to the guest — creating the instance and running
+    /// `init` first if there is none — and ends its transaction.
+    async fn run_guest(&mut self, event: Event, arrived: Instant) -> Ran {
+        if !self.wants(&event) {
+            return Ran::nothing();
         }
         let chain = match &event {
             Event::Call { chain, .. } => {
@@ -413,21 +462,20 @@ impl Actor {
         };
         let fresh = matches!(self.state, State::Parked(_));
         if let Err(e) = self.instantiate().await {
-            tracing::error!(object = %self.id, error = %e, "cannot create instance");
-            return (Vec::new(), Pending::failed(event, e), None);
+            tracing::error!(object = %self.id, error = %Report(&e), "cannot create instance");
+            return Ran::answer(Pending::failed(event, e));
         };
         let State::Live(live) = &mut self.state else {
             let e = EventError::Unavailable(self.id.clone());
-            return (Vec::new(), Pending::failed(event, e), None);
+            return Ran::answer(Pending::failed(event, e));
         };
         let ctx = live.store.data_mut();
         ctx.chain = chain;
         ctx.ticks = 0;
         ctx.outbox.clear();
-        let store = &mut live.store;
         let handler = live.object.roomhost_object_handler();
         let init = if fresh {
-            handler.call_init(&mut *store).await
+            handler.call_init(&mut live.store).await
         } else {
             Ok(())
         };
@@ -436,92 +484,29 @@ impl Actor {
             self.rt.metrics.woke();
             self.rt.metrics.wake_latency.record(arrived.elapsed());
         }
-        let mut accepted: Option<Arc<SocketConn>> = None;
-        let mut alarm_retry: Option<u32> = None;
-        let result: Result<Pending, wasmtime::Error> = match init {
-            Err(e) => Err(e),
-            Ok(()) => match event {
-                Event::Request {
-                    request,
-                    socket,
-                    reply,
-                } => {
-                    store.data_mut().pending_socket = socket.clone();
-                    let called = handler.call_on_request(&mut *store, &request).await;
-                    store.data_mut().pending_socket = None;
-                    match called {
-                        Ok(r) => {
-                            let r = match (r, socket) {
-                                (Reply::AcceptWebsocket(accept), Some(conn)) => {
-                                    match accept_socket(store.data_mut(), &conn, &accept) {
-                                        Ok(()) => {
-                                            accepted = Some(conn);
-                                            Ok(Reply::AcceptWebsocket(accept))
-                                        }
-                                        Err(message) => Err(EventError::Trap {
-                                            object: self.id.clone(),
-                                            message,
-                                        }),
-                                    }
-                                }
-                                (Reply::AcceptWebsocket(_), None) => Err(EventError::Trap {
-                                    object: self.id.clone(),
-                                    message:
-                                        "accepted a WebSocket on a request that is not an upgrade"
-                                            .into(),
-                                }),
-                                (r, _) => Ok(r),
-                            };
-                            Ok(Pending::Reply(reply, r))
-                        }
-                        Err(e) => {
-                            Pending::Reply(
-                                reply,
-                                Err(EventError::Trap {
-                                    object: self.id.clone(),
-                                    message: format!("{e:#}"),
-                                }),
-                            )
-                            .send();
-                            Err(e)
-                        }
-                    }
-                }
-                Event::SocketMessage { id, frame, .. } => handler
-                    .call_on_socket_message(&mut *store, id, &frame)
-                    .await
-                    .map(|()| Pending::Nothing),
-                Event::SocketClosed { id, code, reason } => handler
-                    .call_on_socket_close(&mut *store, id, code, &reason)
-                    .await
-                    .map(|()| Pending::Nothing),
-                Event::Alarm { retry } => {
-                    alarm_retry = Some(retry);
-                    let r = handler.call_on_alarm(&mut *store, retry).await;
-                    let storage = &mut store.data_mut().core.storage;
-                    if r.is_ok() && !storage.event_touched_alarm() {
-                        // Delivered: the alarm is cleared with this event.
-                        storage.set_alarm(None);
-                    }
-                    r.map(|()| Pending::Nothing)
-                }
-                Event::Call { call, reply, .. } => {
-                    match handler.call_on_call(&mut *store, &call.0, &call.1).await {
-                        Ok(r) => Ok(Pending::Call(reply, Ok(r))),
-                        Err(e) => {
-                            let _ = reply.send(Err(EventError::Trap {
-                                object: self.id.clone(),
-                                message: format!("{e:#}"),
-                            }));
-                            Err(e)
-                        }
-                    }
-                }
-            },
+        let outcome = match init {
+            Ok(()) => dispatch(&mut live.store, handler, &self.id, event).await,
+            Err(error) => {
+                let alarm_retry = match &event {
+                    Event::Alarm { retry } => Some(*retry),
+                    _ => None,
+                };
+                let answer = |e| Pending::failed(event, e);
+                Outcome::trapped(&self.id, error, answer, alarm_retry)
+            }
         };
-        match result {
-            Ok(p) => {
-                let ctx = store.data_mut();
+        self.finish(outcome)
+    }
+
+    /// Ends the running event's transaction: kept when the guest returned,
+    /// rolled back (with the instance dropped) when it trapped.
+    fn finish(&mut self, outcome: Outcome) -> Ran {
+        let State::Live(live) = &mut self.state else {
+            return Ran::nothing();
+        };
+        let ctx = live.store.data_mut();
+        match outcome {
+            Outcome::Done { pending, accepted } => {
                 ctx.core.storage.end_event(true);
                 ctx.core.sockets.keep_changes();
                 let outbox = std::mem::take(&mut ctx.outbox);
@@ -531,21 +516,29 @@ impl Actor {
                     self.rt.metrics.socket_opened();
                     conn.id()
                 });
-                (outbox, p, accepted)
+                Ran {
+                    outbox,
+                    pending,
+                    accepted,
+                }
             }
-            Err(e) => {
-                tracing::warn!(object = %self.id, error = %format!("{e:#}"), "guest trapped; its writes and output are discarded");
-                let ctx = store.data_mut();
+            Outcome::Trapped {
+                error,
+                pending,
+                alarm_retry,
+            } => {
                 ctx.core.storage.end_event(false);
                 ctx.core.sockets.undo_changes();
                 ctx.outbox.clear();
                 self.rt.metrics.event_ran(true);
+                tracing::warn!(object = %self.id, error = %Report(&error), "guest trapped; its writes and output are discarded");
+                pending.send();
                 if let Some(retry) = alarm_retry {
                     self.alarm_failed(retry);
                 }
                 // A trap poisons the instance: start afresh on the next event.
                 self.drop_instance();
-                (Vec::new(), Pending::Nothing, None)
+                Ran::nothing()
             }
         }
     }
@@ -569,16 +562,116 @@ impl Actor {
     }
 }
 
+/// Calls the guest's handler for one event.
+async fn dispatch(
+    store: &mut Store<ObjectCtx>,
+    handler: &Handler,
+    id: &ObjectId,
+    event: Event,
+) -> Outcome {
+    let nobody = |_| Pending::Nothing;
+    let done = |pending| Outcome::Done {
+        pending,
+        accepted: None,
+    };
+    match event {
+        Event::Request {
+            request,
+            socket,
+            reply,
+        } => on_request(store, handler, id, &request, socket, reply).await,
+        Event::Socket(SocketEvent::Message {
+            id: socket, frame, ..
+        }) => {
+            match handler
+                .call_on_socket_message(&mut *store, socket, &frame)
+                .await
+            {
+                Ok(()) => done(Pending::Nothing),
+                Err(e) => Outcome::trapped(id, e, nobody, None),
+            }
+        }
+        Event::Socket(SocketEvent::Closed {
+            id: socket,
+            code,
+            reason,
+        }) => {
+            match handler
+                .call_on_socket_close(&mut *store, socket, code, &reason)
+                .await
+            {
+                Ok(()) => done(Pending::Nothing),
+                Err(e) => Outcome::trapped(id, e, nobody, None),
+            }
+        }
+        Event::Alarm { retry } => match handler.call_on_alarm(&mut *store, retry).await {
+            Ok(()) => {
+                let storage = &mut store.data_mut().core.storage;
+                if !storage.event_touched_alarm() {
+                    // Delivered: the alarm is cleared with this event.
+                    storage.set_alarm(None);
+                }
+                done(Pending::Nothing)
+            }
+            Err(e) => Outcome::trapped(id, e, nobody, Some(retry)),
+        },
+        Event::Call { call, reply, .. } => {
+            match handler.call_on_call(&mut *store, &call.0, &call.1).await {
+                Ok(r) => done(Pending::Call(reply, Ok(r))),
+                Err(e) => Outcome::trapped(id, e, |e| Pending::Call(reply, Err(e)), None),
+            }
+        }
+    }
+}
+
+/// `on-request`: a plain response, or a WebSocket the guest accepts.
+async fn on_request(
+    store: &mut Store<ObjectCtx>,
+    handler: &Handler,
+    id: &ObjectId,
+    request: &Request,
+    socket: Option<Arc<SocketConn>>,
+    reply: ReplyTo<Reply>,
+) -> Outcome {
+    store.data_mut().pending_socket = socket.clone();
+    let called = handler.call_on_request(&mut *store, request).await;
+    store.data_mut().pending_socket = None;
+    let r = match called {
+        Ok(r) => r,
+        Err(e) => return Outcome::trapped(id, e, |e| Pending::Reply(reply, Err(e)), None),
+    };
+    let broken = |message: &str| EventError::trap(id, wasmtime::Error::msg(message.to_string()));
+    let (r, accepted) = match (r, socket) {
+        (Reply::AcceptWebsocket(accept), Some(conn)) => {
+            match accept_socket(store.data_mut(), &conn, &accept) {
+                Ok(()) => (Ok(Reply::AcceptWebsocket(accept)), Some(conn)),
+                Err(message) => (Err(broken(&message)), None),
+            }
+        }
+        (Reply::AcceptWebsocket(_), None) => (
+            Err(broken(
+                "accepted a WebSocket on a request that is not an upgrade",
+            )),
+            None,
+        ),
+        (r, _) => (Ok(r), None),
+    };
+    Outcome::Done {
+        pending: Pending::Reply(reply, r),
+        accepted,
+    }
+}
+
 /// Registers an accepted socket in the table (undone if the event traps).
 fn accept_socket(
     ctx: &mut ObjectCtx,
     conn: &Arc<SocketConn>,
-    accept: &crate::bindings::Accept,
+    accept: &Accept,
 ) -> Result<(), String> {
     crate::sockets::validate_tags(&accept.tags).map_err(|e| format!("invalid accept: {e:?}"))?;
     crate::sockets::validate_attachment(&accept.attachment)
         .map_err(|e| format!("invalid accept: {e:?}"))?;
-    let _ = conn.auto.set(ctx.core.auto.clone());
+    conn.use_auto_response(ctx.core.auto.clone());
     ctx.core
         .sockets
         .accept(conn.clone(), accept.tags.clone(), accept.attachment.clone());
@@ -594,6 +687,7 @@ impl Pending {
         }
     }
 
+    /// Answers with the event's result.
     fn send(self) {
         match self {
             Pending::Reply(tx, r) => {
@@ -606,15 +700,13 @@ impl Pending {
         }
     }
 
+    /// Answers with `e` instead of the event's result.
     fn fail(self, e: EventError) {
         match self {
-            Pending::Reply(tx, _) => {
-                let _ = tx.send(Err(e));
-            }
-            Pending::Call(tx, _) => {
-                let _ = tx.send(Err(e));
-            }
-            Pending::Nothing => {}
+            Pending::Reply(tx, _) => Pending::Reply(tx, Err(e)),
+            Pending::Call(tx, _) => Pending::Call(tx, Err(e)),
+            Pending::Nothing => Pending::Nothing,
         }
+        .send();
     }
 }

@@ -1,204 +1,55 @@
 //! Objects: identity → one actor → one wasm instance.
 //!
-//! - [`Runtime`] is the shared state: config, components, database, committer,
-//!   metrics and the directory of live actors.
+//! - [`Runtime`] (here) is the shared state: config, components, database,
+//!   committer, metrics and the directory of live actors.
 //! - The directory guarantees at most one actor per [`ObjectId`]: the map is
 //!   only changed under its lock, and an actor is the only place an object's
 //!   instance is ever created. A placement trait can later put a cluster-wide
 //!   owner lookup (leases) in front of it without touching actors.
-//! - An [`ObjectHandle`] is a cheap mailbox sender; the actor ([`actor`]) owns
-//!   the wasmtime `Store` and runs events one at a time in arrival order.
+//! - [`event`]: an object's [`Event`]s and the cheap [`ObjectHandle`] to its
+//!   mailbox; the actor ([`actor`]) owns the wasmtime `Store` and runs events
+//!   one at a time in arrival order.
+//! - [`ctx`]: what the `Store` holds, and the capability views built from it.
+//! - [`live`]: the bound on live instances; [`warm`]: instances made ahead of
+//!   time.
+//!
+//! The directory is what the capabilities reach other objects through:
+//! `objects.call` ([`ObjectCalls`]), alarm delivery ([`AlarmTarget`]) and the
+//! connections' events ([`crate::sockets::SocketInbox`], on [`ObjectHandle`]).
 
 pub mod actor;
-mod guest_log;
-mod host;
+pub mod ctx;
+pub mod event;
+pub(crate) mod live;
 pub(crate) mod warm;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmtime::StoreLimits;
-use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
-use crate::alarms::Scheduler;
-use crate::bindings::{Frame, Reply, Request};
+use crate::alarms::{AlarmTarget, Scheduler};
+use crate::calls::{CallFuture, ObjectCalls};
 use crate::components::Components;
 use crate::config::Config;
-use crate::error::EventError;
+use crate::error::{EventError, Report};
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
-use crate::sockets::conn::AutoResponse;
-use crate::sockets::{Outbox, SocketConn, SocketId, SocketTable};
+use crate::sockets::SocketId;
+use crate::storage::Db;
 use crate::storage::committer::Committer;
-use crate::storage::{Db, ObjectStorage};
-
-/// Something that happens to an object. Events run one at a time, in order.
-pub enum Event {
-    /// An HTTP request; `socket` is set when it asks for a WebSocket.
-    Request {
-        /// The request as the guest sees it (boxed: events stay small).
-        request: Box<Request>,
-        /// The connection to register if the guest accepts the upgrade.
-        socket: Option<Arc<SocketConn>>,
-        /// Where the reply goes, after the event's writes are durable.
-        reply: oneshot::Sender<Result<Reply, EventError>>,
-    },
-    /// A frame from one of the object's sockets.
-    SocketMessage {
-        /// The socket.
-        id: SocketId,
-        /// The frame.
-        frame: Frame,
-        /// When the host read it (for the wake-latency histogram).
-        at: tokio::time::Instant,
-    },
-    /// One of the object's sockets closed.
-    SocketClosed {
-        /// The socket.
-        id: SocketId,
-        /// The close code (1006 when the connection was lost).
-        code: u16,
-        /// The close reason.
-        reason: String,
-    },
-    /// The object's alarm is due; `retry` counts redeliveries after traps.
-    Alarm {
-        /// The retry count.
-        retry: u32,
-    },
-    /// A call from another object.
-    Call {
-        /// The method and the payload (boxed: events stay small).
-        call: Box<(String, Vec<u8>)>,
-        /// The objects waiting on this call, outermost first.
-        chain: Arc<Vec<ObjectId>>,
-        /// Where the result goes.
-        reply: oneshot::Sender<Result<Result<Vec<u8>, String>, EventError>>,
-    },
-}
-
-/// A cheap, cloneable handle to an object's mailbox.
-///
-/// The mailbox holds boxed events: tokio's channel keeps a block of 32 slots
-/// for as long as it lives — a hibernating room's whole life — so a slot is a
-/// pointer (~0.3 KiB per room) rather than an event (~2 KiB per room).
-#[derive(Clone)]
-pub struct ObjectHandle {
-    tx: mpsc::Sender<Box<Event>>,
-    /// Which actor (an object may get a new actor after its old one exited).
-    generation: u64,
-}
-
-impl ObjectHandle {
-    /// Queues an event; gives it back when the actor is gone.
-    pub async fn send(&self, event: Event) -> Result<(), Event> {
-        self.tx.send(Box::new(event)).await.map_err(|e| *e.0)
-    }
-
-    /// Queues an event without waiting: `Err(Some(event))` when the mailbox is
-    /// full, `Err(None)` when the actor is gone.
-    pub fn try_send(&self, event: Event) -> Result<(), Option<Event>> {
-        self.tx.try_send(Box::new(event)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(ev) => Some(*ev),
-            mpsc::error::TrySendError::Closed(_) => None,
-        })
-    }
-}
-
-/// Bounds the number of live instances and chooses whom to evict when the
-/// bound is reached: the least recently used instance that is not running.
-pub(crate) struct LiveInstances {
-    permits: Arc<Semaphore>,
-    slots: Mutex<HashMap<u64, Arc<LiveSlot>>>,
-    clock: AtomicU64,
-}
-
-/// One actor's entry in [`LiveInstances`].
-#[derive(Default)]
-pub(crate) struct LiveSlot {
-    /// A logical time of last use (larger is more recent).
-    pub(crate) last_used: AtomicU64,
-    /// Running a batch: not a candidate for eviction.
-    pub(crate) busy: AtomicBool,
-    /// Asks the actor to evict its instance.
-    pub(crate) evict: Notify,
-}
-
-/// How long an instantiation waits for a live-instance slot to free up.
-const LIVE_SLOT_WAIT: Duration = Duration::from_secs(5);
-
-impl LiveInstances {
-    fn new(max: u32) -> LiveInstances {
-        LiveInstances {
-            permits: Arc::new(Semaphore::new(max as usize)),
-            slots: Mutex::new(HashMap::new()),
-            clock: AtomicU64::new(1),
-        }
-    }
-
-    /// A logical timestamp.
-    pub(crate) fn now(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Takes a live-instance slot for actor `me`, evicting the least recently
-    /// used idle instance if none is free.
-    pub(crate) async fn acquire(
-        &self,
-        me: u64,
-        slot: &Arc<LiveSlot>,
-    ) -> Option<OwnedSemaphorePermit> {
-        let deadline = tokio::time::Instant::now() + LIVE_SLOT_WAIT;
-        let permit = loop {
-            if let Ok(p) = self.permits.clone().try_acquire_owned() {
-                break p;
-            }
-            self.evict_one(me);
-            let wait = tokio::time::timeout(
-                Duration::from_millis(50),
-                self.permits.clone().acquire_owned(),
-            );
-            match wait.await {
-                Ok(Ok(p)) => break p,
-                Ok(Err(_)) => return None,
-                Err(_) if tokio::time::Instant::now() >= deadline => return None,
-                Err(_) => continue,
-            }
-        };
-        if let Ok(mut slots) = self.slots.lock() {
-            slots.insert(me, slot.clone());
-        }
-        Some(permit)
-    }
-
-    /// Forgets actor `me` (its instance was dropped).
-    pub(crate) fn release(&self, me: u64) {
-        if let Ok(mut slots) = self.slots.lock() {
-            slots.remove(&me);
-        }
-    }
-
-    fn evict_one(&self, me: u64) {
-        let Ok(slots) = self.slots.lock() else { return };
-        let victim = slots
-            .iter()
-            .filter(|(g, s)| **g != me && !s.busy.load(Ordering::Relaxed))
-            .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed));
-        if let Some((_, s)) = victim {
-            s.evict.notify_one();
-        }
-    }
-}
+pub use ctx::{ObjectCore, ObjectCtx};
+pub use event::{Event, ObjectHandle};
+use live::LiveInstances;
 
 /// State shared by every object of the host.
 pub struct Runtime {
     pub(crate) config: Config,
-    pub(crate) components: Components,
+    pub(crate) components: Components<ObjectCtx>,
     pub(crate) db: Db,
     pub(crate) committer: Committer,
     pub(crate) metrics: Arc<Metrics>,
@@ -215,7 +66,7 @@ pub struct Runtime {
 impl Runtime {
     pub(crate) fn new(
         config: Config,
-        components: Components,
+        components: Components<ObjectCtx>,
         db: Db,
         committer: Committer,
         metrics: Arc<Metrics>,
@@ -260,7 +111,7 @@ impl Runtime {
             .lock()
             .map_err(|_| EventError::Unavailable(id.clone()))?;
         if let Some(h) = dir.get(id)
-            && !h.tx.is_closed()
+            && !h.is_closed()
         {
             return Ok(h.clone());
         }
@@ -346,102 +197,31 @@ impl Runtime {
     }
 }
 
-/// What an object keeps across instances: its storage view and its sockets.
-pub struct ObjectCore {
-    pub(crate) id: ObjectId,
-    pub(crate) rt: Arc<Runtime>,
-    pub(crate) storage: ObjectStorage,
-    pub(crate) sockets: SocketTable,
-    /// The auto-response pair, shared with the object's connections.
-    pub(crate) auto: Arc<AutoResponse>,
-}
-
-impl ObjectCore {
-    /// A core with no sockets yet, its storage view limited to `quota` bytes
-    /// (0: none).
-    pub(crate) fn new(rt: &Arc<Runtime>, id: ObjectId, quota: u64) -> ObjectCore {
-        ObjectCore {
-            storage: ObjectStorage::with_quota(rt.db.clone(), id.clone(), quota),
-            id,
-            rt: rt.clone(),
-            sockets: Default::default(),
-            auto: Default::default(),
-        }
+/// Guests call other objects through the directory.
+impl ObjectCalls for Arc<Runtime> {
+    fn call(
+        &self,
+        target: ObjectId,
+        method: String,
+        payload: Vec<u8>,
+        chain: Arc<Vec<ObjectId>>,
+    ) -> CallFuture<'_> {
+        Box::pin(async move { Runtime::call(self, &target, method, payload, chain).await })
     }
 }
 
-/// The data of one wasmtime `Store`: the object's core plus per-instance state.
-pub struct ObjectCtx {
-    pub(crate) core: ObjectCore,
-    /// Gated output of the running event.
-    pub(crate) outbox: Outbox,
-    /// The call chain of the running event (this object last).
-    pub(crate) chain: Arc<Vec<ObjectId>>,
-    /// Epoch ticks the running event has used.
-    pub(crate) ticks: u64,
-    /// The socket an upgrade request would create, during that request: the
-    /// guest may already send to it (delivered once the upgrade completes).
-    pub(crate) pending_socket: Option<Arc<SocketConn>>,
-    pub(crate) limits: StoreLimits,
-    /// The guest's stderr, forwarded to the host's log under the object's id.
-    pub(crate) stderr: guest_log::GuestStderr,
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
+/// Due alarms reach their objects through the directory. Weak: the scheduler
+/// must not keep the host alive.
+pub(crate) struct AlarmDelivery(pub(crate) Weak<Runtime>);
 
-impl ObjectCtx {
-    pub(crate) fn new(core: ObjectCore) -> ObjectCtx {
-        let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(core.rt.config.limits.max_instance_memory_bytes)
-            .instances(4)
-            .tables(20)
-            .memories(4)
-            .build();
-        // std's WASI imports need a context; it grants nothing but stderr (so
-        // guest panic messages reach the host's log, with the object's id),
-        // the clocks, and the class's configured vars as environment variables.
-        let stderr = guest_log::GuestStderr::new(core.id.to_string());
-        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-        wasi.stderr(stderr.clone());
-        if let Some(class) = core.rt.config.classes.get(&core.id.class) {
-            for (k, v) in &class.vars {
-                wasi.env(k, v);
+impl AlarmTarget for AlarmDelivery {
+    fn alarm_due(&self, id: ObjectId, retry: u32) {
+        let Some(rt) = self.0.upgrade() else { return };
+        let rt2 = rt.clone();
+        rt.tasks.spawn(async move {
+            if let Err(e) = rt2.send(&id, Event::Alarm { retry }).await {
+                tracing::warn!(object = %id, error = %Report(&e), "cannot deliver an alarm");
             }
-        }
-        ObjectCtx {
-            chain: Arc::new(vec![core.id.clone()]),
-            core,
-            outbox: Vec::new(),
-            ticks: 0,
-            pending_socket: None,
-            limits,
-            stderr,
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-        }
-    }
-}
-
-impl WasiView for ObjectCtx {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_stay_small() {
-        // Every queued event and every idle connection's state holds one.
-        assert!(
-            std::mem::size_of::<Event>() <= 80,
-            "{}",
-            std::mem::size_of::<Event>()
-        );
+        });
     }
 }

@@ -137,12 +137,12 @@ fn placeholder(rt: &Arc<Runtime>, class: &str) -> ObjectCore {
         class: class.to_string(),
         name: String::new(),
     };
-    ObjectCore::new(rt, id, 0)
+    ObjectCore::new(&rt.db, id, 0)
 }
 
 /// A store for `core`, with the host's memory limits and CPU-time budget.
 pub(crate) fn new_store(rt: &Arc<Runtime>, core: ObjectCore) -> Store<ObjectCtx> {
-    let mut store = Store::new(&rt.components.engine, ObjectCtx::new(core));
+    let mut store = Store::new(&rt.components.engine, ObjectCtx::new(core, rt));
     store.limiter(|ctx| &mut ctx.limits);
     let max_ticks = (rt.config.limits.max_event_cpu_ms
         / crate::components::EPOCH_TICK.as_millis() as u64)

@@ -1,11 +1,17 @@
-//! The client side of RFC 6455 framing, decoded incrementally from a buffer the
-//! connection owns (so that an idle connection can hold no buffer at all).
+//! RFC 6455 framing, both ways.
 //!
-//! Client frames must be masked; control frames must be short and whole;
-//! fragmented messages are reassembled up to the message size limit; text must
-//! be UTF-8. Any violation is an error that names the close code to send.
+//! Client frames are decoded incrementally from a buffer the connection owns
+//! (so that an idle connection can hold no buffer at all). They must be
+//! masked; control frames must be short and whole; fragmented messages are
+//! reassembled up to the message size limit; text must be UTF-8. Any
+//! violation is an error that names the close code to send.
+//!
+//! Server frames are encoded by the host (unmasked, §5.2), once per
+//! broadcast: the encoded bytes are shared by every socket they go to.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::bindings::Frame;
 
 /// Frame opcodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,9 +245,64 @@ fn header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
     }))
 }
 
+/// Encodes a server-to-client frame.
+pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.len() + 10);
+    buf.put_u8(0x80 | opcode as u8);
+    let len = payload.len();
+    if len < 126 {
+        buf.put_u8(len as u8);
+    } else if len <= u16::MAX as usize {
+        buf.put_u8(126);
+        buf.put_u16(len as u16);
+    } else {
+        buf.put_u8(127);
+        buf.put_u64(len as u64);
+    }
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// Encodes a guest frame.
+pub fn encode_guest_frame(frame: &Frame) -> Bytes {
+    match frame {
+        Frame::Text(t) => encode_frame(OpCode::Text, t.as_bytes()),
+        Frame::Binary(b) => encode_frame(OpCode::Binary, b),
+    }
+}
+
+/// Encodes a close frame; the reason is cut to 123 bytes on a char boundary.
+pub fn encode_close(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode_frame(OpCode::Close, &payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_encoded_per_rfc6455() {
+        let f = encode_frame(OpCode::Text, b"hi");
+        assert_eq!(&f[..], &[0x81, 2, b'h', b'i']);
+        let long = vec![0u8; 300];
+        let f = encode_frame(OpCode::Binary, &long);
+        assert_eq!(&f[..4], &[0x82, 126, 1, 44]);
+        let huge = vec![0u8; 70_000];
+        let f = encode_frame(OpCode::Binary, &huge);
+        assert_eq!(f[1], 127);
+        assert_eq!(f.len(), 70_000 + 10);
+        let c = encode_close(1009, &"é".repeat(100));
+        assert_eq!(&c[2..4], &1009u16.to_be_bytes());
+        assert!(c.len() <= 2 + 125);
+        assert!(std::str::from_utf8(&c[4..]).is_ok());
+    }
 
     fn client_frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [1u8, 2, 3, 4];

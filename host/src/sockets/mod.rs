@@ -1,28 +1,38 @@
 //! Host-owned WebSockets.
 //!
-//! The host owns every connection ([`conn`]); a guest only holds socket ids.
-//! Each object's sockets — with their tags and attachments — live in its
-//! [`SocketTable`], kept by the object's actor outside the wasm instance, so they
-//! survive guest traps (and eviction).
+//! The host owns every connection; a guest only holds socket ids.
 //!
-//! Frames and closes a guest asks for during an event go into the event's
-//! [`Outbox`] and are released only after the event's writes are durable (output
-//! gate). Tag and attachment changes take effect at once and are undone if the
-//! event traps.
+//! - [`SocketTable`] (here): one object's sockets, with their tags and
+//!   attachments, kept by the object's actor outside the wasm instance, so
+//!   they survive guest traps (and eviction). Tag and attachment changes take
+//!   effect at once and are undone if the event traps.
+//! - [`Outbox`] (here): frames and closes a guest asks for during an event,
+//!   released only after the event's writes are durable (output gate).
+//! - [`SocketEvent`] and [`SocketInbox`] (here): what a connection tells its
+//!   object, and the narrow way it reaches it (the object's mailbox).
+//! - [`outbound`]: a connection's bounded send queue ([`SocketConn`]) and the
+//!   auto-response pair.
+//! - [`frames`]: RFC 6455 framing, both ways.
+//! - [`host`]: the `sockets` interface for guests ([`SocketsView`]).
+//!
+//! The connection's task itself, which reads and writes the TCP stream, is
+//! `http::websocket`.
 
-pub mod conn;
 pub mod frames;
+pub mod host;
+pub mod outbound;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use conn::{SocketConn, SocketId};
+pub use host::{SocketsView, add_to_linker};
+pub use outbound::{AutoResponse, SocketConn, SocketId};
 
 use crate::bindings::Frame;
-use crate::bindings::roomhost::object::sockets::{Host, SocketError};
-use crate::objects::ObjectCtx;
+use crate::bindings::roomhost::object::sockets::SocketError;
 
 /// The largest attachment, in bytes (a guest could otherwise park unbounded
 /// memory in the host, outside its own memory limit).
@@ -70,6 +80,49 @@ pub enum Output {
 
 /// The gated output of one event.
 pub type Outbox = Vec<Output>;
+
+/// What a connection tells its object.
+#[derive(Debug)]
+pub enum SocketEvent {
+    /// A message from the client.
+    Message {
+        /// The socket.
+        id: SocketId,
+        /// The message.
+        frame: Frame,
+        /// When the host read it (for the wake-latency histogram).
+        at: tokio::time::Instant,
+    },
+    /// The connection closed.
+    Closed {
+        /// The socket.
+        id: SocketId,
+        /// The close code (1006 when the connection was lost).
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+}
+
+impl SocketEvent {
+    /// The socket it is about.
+    pub fn socket(&self) -> SocketId {
+        match self {
+            SocketEvent::Message { id, .. } | SocketEvent::Closed { id, .. } => *id,
+        }
+    }
+}
+
+/// Where a connection's events go: the owning object's mailbox, handed to the
+/// connection by the server. Cheap to clone.
+pub trait SocketInbox: Clone + Send + Sync + Unpin + 'static {
+    /// Delivers without waiting: `Err(Some(event))` gives the event back when
+    /// the mailbox is full, `Err(None)` means the object is gone.
+    fn try_deliver(&self, event: SocketEvent) -> Result<(), Option<SocketEvent>>;
+
+    /// Delivers, waiting for room; false when the object is gone.
+    fn deliver(&self, event: SocketEvent) -> impl Future<Output = bool> + Send + 'static;
+}
 
 impl SocketTable {
     /// The number of open sockets.
@@ -194,124 +247,5 @@ pub fn validate_attachment(a: &Option<Vec<u8>>) -> Result<(), SocketError> {
             Err(SocketError::AttachmentTooLarge(MAX_ATTACHMENT_BYTES as u32))
         }
         _ => Ok(()),
-    }
-}
-
-impl Host for ObjectCtx {
-    fn send(&mut self, id: SocketId, frame: Frame) -> Result<(), SocketError> {
-        let conn = match self.core.sockets.get(id) {
-            Some(entry) => entry.conn.clone(),
-            // The socket this very request is about to accept.
-            None => self
-                .pending_socket
-                .as_ref()
-                .filter(|c| c.id() == id)
-                .ok_or(SocketError::NotFound)?
-                .clone(),
-        };
-        self.outbox
-            .push(Output::One(conn, conn::encode_guest_frame(&frame)));
-        Ok(())
-    }
-
-    fn broadcast(&mut self, frame: Frame, tag: Option<String>, except: Vec<SocketId>) -> u32 {
-        let to: Vec<Arc<SocketConn>> = self
-            .core
-            .sockets
-            .live(tag.as_deref())
-            .filter(|(id, _)| !except.contains(id))
-            .map(|(_, e)| e.conn.clone())
-            .collect();
-        let n = to.len() as u32;
-        if n > 0 {
-            self.outbox
-                .push(Output::Frame(to, conn::encode_guest_frame(&frame)));
-        }
-        n
-    }
-
-    fn close(&mut self, id: SocketId, code: u16, reason: String) -> Result<(), SocketError> {
-        if !(code == 1000
-            || (3000..=4999).contains(&code)
-            || matches!(code, 1001 | 1008 | 1009 | 1011))
-        {
-            return Err(SocketError::InvalidCloseCode(code));
-        }
-        let table = &mut self.core.sockets;
-        let entry = table.entry_mut(id)?;
-        entry.closing = true;
-        let conn = entry.conn.clone();
-        table.undo.push(Undo::Closing(id));
-        self.outbox.push(Output::Close(conn, code, reason));
-        Ok(())
-    }
-
-    fn list(&mut self, tag: Option<String>) -> Vec<SocketId> {
-        self.core
-            .sockets
-            .live(tag.as_deref())
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    fn tags(&mut self, id: SocketId) -> Result<Vec<String>, SocketError> {
-        Ok(self
-            .core
-            .sockets
-            .get(id)
-            .ok_or(SocketError::NotFound)?
-            .tags
-            .clone())
-    }
-
-    fn set_tags(&mut self, id: SocketId, tags: Vec<String>) -> Result<(), SocketError> {
-        validate_tags(&tags)?;
-        let table = &mut self.core.sockets;
-        let old = std::mem::replace(&mut table.entry_mut(id)?.tags, tags);
-        table.undo.push(Undo::Tags(id, old));
-        Ok(())
-    }
-
-    fn attachment(&mut self, id: SocketId) -> Result<Option<Vec<u8>>, SocketError> {
-        Ok(self
-            .core
-            .sockets
-            .get(id)
-            .ok_or(SocketError::NotFound)?
-            .attachment
-            .clone())
-    }
-
-    fn set_auto_response(&mut self, pair: Option<(String, String)>) -> Result<(), SocketError> {
-        if let Some((req, resp)) = &pair
-            && (req.len() > MAX_ATTACHMENT_BYTES || resp.len() > MAX_ATTACHMENT_BYTES)
-        {
-            return Err(SocketError::AutoResponseTooLarge(
-                MAX_ATTACHMENT_BYTES as u32,
-            ));
-        }
-        self.core.auto.set(pair);
-        Ok(())
-    }
-
-    fn get_auto_response(&mut self) -> Option<(String, String)> {
-        self.core.auto.get()
-    }
-
-    fn auto_response_timestamp(&mut self, id: SocketId) -> Result<Option<u64>, SocketError> {
-        let entry = self.core.sockets.get(id).ok_or(SocketError::NotFound)?;
-        let at = entry
-            .conn
-            .last_auto_response
-            .load(std::sync::atomic::Ordering::Relaxed);
-        Ok((at != 0).then_some(at))
-    }
-
-    fn set_attachment(&mut self, id: SocketId, value: Option<Vec<u8>>) -> Result<(), SocketError> {
-        validate_attachment(&value)?;
-        let table = &mut self.core.sockets;
-        let old = std::mem::replace(&mut table.entry_mut(id)?.attachment, value);
-        table.undo.push(Undo::Attachment(id, old));
-        Ok(())
     }
 }

@@ -17,12 +17,11 @@ use redb::ReadableTable;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Durability;
 use crate::error::StorageError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
 use crate::storage::schema::{ALARMS, KV, USAGE};
-use crate::storage::{Batch, Db};
+use crate::storage::{Batch, Db, Durability};
 
 struct Request {
     id: ObjectId,
@@ -56,7 +55,7 @@ impl Failure {
     fn refusal(&self) -> Option<StorageError> {
         self.error
             .get()
-            .map(|e| StorageError::Failed(e.to_string()))
+            .map(|e| StorageError::Failed(Box::new(e.clone())))
     }
 }
 
@@ -158,7 +157,7 @@ fn run(
             }
             Err(e) => {
                 tracing::error!(
-                    error = %e,
+                    error = %crate::error::Report(&e),
                     objects = batch.len(),
                     "group commit failed; the batches' output is dropped and no further commit \
                      is attempted: the host shuts down so that a restart reopens (and repairs) \
@@ -182,29 +181,33 @@ fn commit_batch(
     usages: &mut Vec<u64>,
 ) -> Result<(), StorageError> {
     usages.clear();
-    let err = |e: &dyn std::fmt::Display| StorageError::Commit(e.to_string());
-    let mut txn = db.database().begin_write().map_err(|e| err(&e))?;
+    write_batch(db, durability, batch, usages).map_err(|e| StorageError::Commit(Arc::new(e)))
+}
+
+/// [`commit_batch`]'s transaction.
+fn write_batch(
+    db: &Db,
+    durability: Durability,
+    batch: &[Request],
+    usages: &mut Vec<u64>,
+) -> Result<(), redb::Error> {
+    let mut txn = db.database().begin_write()?;
     txn.set_durability(match durability {
         Durability::Immediate => redb::Durability::Immediate,
         Durability::None => redb::Durability::None,
-    })
-    .map_err(|e| err(&e))?;
+    })?;
     {
-        let mut table = txn.open_table(KV).map_err(|e| err(&e))?;
-        let mut alarms = txn.open_table(ALARMS).map_err(|e| err(&e))?;
-        let mut usage = txn.open_table(USAGE).map_err(|e| err(&e))?;
+        let mut table = txn.open_table(KV)?;
+        let mut alarms = txn.open_table(ALARMS)?;
+        let mut usage = txn.open_table(USAGE)?;
         for req in batch {
             let writes = &req.batch.writes;
             match writes.alarm {
                 Some(Some(at)) => {
-                    alarms
-                        .insert((req.id.class.as_str(), req.id.name.as_str()), at)
-                        .map_err(|e| err(&e))?;
+                    alarms.insert((req.id.class.as_str(), req.id.name.as_str()), at)?;
                 }
                 Some(None) => {
-                    alarms
-                        .remove((req.id.class.as_str(), req.id.name.as_str()))
-                        .map_err(|e| err(&e))?;
+                    alarms.remove((req.id.class.as_str(), req.id.name.as_str()))?;
                 }
                 None => {}
             }
@@ -213,20 +216,15 @@ fn commit_batch(
             // a fresh one makes us read it.
             let before = match req.batch.usage_before {
                 Some(u) => u,
-                None => usage
-                    .get((c, n))
-                    .map_err(|e| err(&e))?
-                    .map_or(0, |v| v.value()),
+                None => usage.get((c, n))?.map_or(0, |v| v.value()),
             };
             let mut used = before;
             if writes.clear {
                 let next_name = format!("{n}\0");
-                table
-                    .retain_in::<(&str, &str, &[u8]), _>(
-                        (c, n, &b""[..])..(c, next_name.as_str(), &b""[..]),
-                        |_, _| false,
-                    )
-                    .map_err(|e| err(&e))?;
+                table.retain_in::<(&str, &str, &[u8]), _>(
+                    (c, n, &b""[..])..(c, next_name.as_str(), &b""[..]),
+                    |_, _| false,
+                )?;
                 used = 0;
             }
             for (key, value) in &writes.entries {
@@ -234,13 +232,11 @@ fn commit_batch(
                     Some(v) => {
                         used += (key.len() + v.len()) as u64;
                         table
-                            .insert((c, n, key.as_slice()), v.as_slice())
-                            .map_err(|e| err(&e))?
+                            .insert((c, n, key.as_slice()), v.as_slice())?
                             .map(|old| old.value().len())
                     }
                     None => table
-                        .remove((c, n, key.as_slice()))
-                        .map_err(|e| err(&e))?
+                        .remove((c, n, key.as_slice()))?
                         .map(|old| old.value().len()),
                 };
                 if let Some(old) = old {
@@ -249,13 +245,13 @@ fn commit_batch(
             }
             if used != before {
                 if used == 0 {
-                    usage.remove((c, n)).map_err(|e| err(&e))?;
+                    usage.remove((c, n))?;
                 } else {
-                    usage.insert((c, n), used).map_err(|e| err(&e))?;
+                    usage.insert((c, n), used)?;
                 }
             }
             usages.push(used);
         }
     }
-    txn.commit().map_err(|e| err(&e))
+    Ok(txn.commit()?)
 }

@@ -1,30 +1,41 @@
 //! Storage: one redb file, each object sees only its own keys, every event is a
 //! transaction.
 //!
-//! - [`Db`] owns the redb [`redb::Database`] and reads committed data.
-//! - [`ObjectStorage`] is one object's view: the current event's write set over
-//!   the writes of earlier events of the same batch (not yet durable) over the
-//!   committed data. A trap discards the event's write set only.
+//! - [`Db`] (here) owns the redb [`redb::Database`] and reads committed data.
+//! - [`ObjectStorage`] ([`view`]) is one object's view: the current event's
+//!   write set over the writes of earlier events of the same batch (not yet
+//!   durable) over the committed data, with the object's quota. A trap
+//!   discards the event's write set only.
+//! - [`ListQuery`] ([`range`]) turns `list`'s prefix, start and end into one
+//!   key range.
 //! - [`committer`] takes the write sets of many objects and commits them in one
 //!   redb write transaction with one fsync (group commit).
+//! - [`host`]: the `storage` interface for guests ([`StorageView`]), limits
+//!   checked there.
+//! - [`schema`]: the redb tables.
 //!
 //! Limits are the Durable Objects ones: keys ≤ 2 KiB, values ≤ 128 KiB, ≤ 128
 //! keys per batch call.
 
 pub mod committer;
-mod host;
+pub mod host;
+pub mod range;
 pub mod schema;
+pub mod view;
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use serde::Deserialize;
 
 use crate::error::StorageError;
 use crate::ids::ObjectId;
+pub use host::{StorageView, add_to_linker};
+pub use range::ListQuery;
 use schema::{ALARMS, KV, USAGE};
+pub use view::{Batch, ObjectStorage, WriteError, WriteSet};
 
 /// The largest key, in bytes. A guest could otherwise store unbounded keys.
 pub const MAX_KEY_BYTES: usize = 2048;
@@ -36,6 +47,18 @@ pub const MAX_KEYS_PER_CALL: usize = 128;
 /// Key-value entries as returned by `list`.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Whether a commit waits for the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// Every commit is fsynced before its output is released (the default).
+    #[default]
+    Immediate,
+    /// Commits are not fsynced: a crash may lose acknowledged writes. For
+    /// benchmarks and tests that say so.
+    None,
+}
+
 /// The database, shared by every object.
 #[derive(Clone)]
 pub struct Db {
@@ -45,23 +68,25 @@ pub struct Db {
 impl Db {
     /// Opens (or creates) the database file, creating its parent directory.
     pub fn open(path: &Path) -> Result<Db, StorageError> {
-        let open_err = |message: String| StorageError::Open {
-            path: path.to_owned(),
-            message,
+        let open = || -> Result<Database, redb::Error> {
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            let db = Database::create(path)?;
+            // Make sure the tables exist so that readers never see "no such table".
+            let txn = db.begin_write()?;
+            txn.open_table(KV)?;
+            txn.open_table(USAGE)?;
+            txn.open_table(ALARMS)?;
+            txn.commit()?;
+            Ok(db)
         };
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        }
-        let db = Database::create(path).map_err(|e| open_err(e.to_string()))?;
-        // Make sure the tables exist so that readers never see "no such table".
-        let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
-        txn.open_table(KV).map_err(|e| open_err(e.to_string()))?;
-        txn.open_table(USAGE).map_err(|e| open_err(e.to_string()))?;
-        txn.open_table(ALARMS)
-            .map_err(|e| open_err(e.to_string()))?;
-        txn.commit().map_err(|e| open_err(e.to_string()))?;
+        let db = open().map_err(|e| StorageError::Open {
+            path: path.to_owned(),
+            source: Arc::new(e),
+        })?;
         Ok(Db {
             inner: Arc::new(db),
         })
@@ -71,55 +96,62 @@ impl Db {
         &self.inner
     }
 
-    fn get(&self, id: &ObjectId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
-        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(KV).map_err(|e| read(&e))?;
-        let value = table
-            .get((id.class.as_str(), id.name.as_str(), key))
-            .map_err(|e| read(&e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+    /// Runs `f` in a read transaction; any redb error is a [`StorageError::Read`].
+    fn read<R>(
+        &self,
+        f: impl FnOnce(ReadTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StorageError> {
+        self.inner
+            .begin_read()
+            .map_err(redb::Error::from)
+            .and_then(f)
+            .map_err(|e| StorageError::Read(Arc::new(e)))
+    }
+
+    /// A committed value of `id`.
+    pub(crate) fn get(&self, id: &ObjectId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(KV)?;
+            let value = table.get((id.class.as_str(), id.name.as_str(), key))?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Bytes (keys + values) an object has committed.
     pub fn usage(&self, id: &ObjectId) -> Result<u64, StorageError> {
-        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
-        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(USAGE).map_err(|e| read(&e))?;
-        let value = table
-            .get((id.class.as_str(), id.name.as_str()))
-            .map_err(|e| read(&e))?;
-        Ok(value.map_or(0, |v| v.value()))
+        self.read(|txn| {
+            let table = txn.open_table(USAGE)?;
+            let value = table.get((id.class.as_str(), id.name.as_str()))?;
+            Ok(value.map_or(0, |v| v.value()))
+        })
     }
 
-    fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, StorageError> {
-        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
-        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(ALARMS).map_err(|e| read(&e))?;
-        let value = table
-            .get((id.class.as_str(), id.name.as_str()))
-            .map_err(|e| read(&e))?;
-        Ok(value.map(|v| v.value()))
+    /// `id`'s committed alarm.
+    pub(crate) fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(ALARMS)?;
+            let value = table.get((id.class.as_str(), id.name.as_str()))?;
+            Ok(value.map(|v| v.value()))
+        })
     }
 
     /// Every stored alarm (to schedule them at start-up).
     pub fn all_alarms(&self) -> Result<Vec<(ObjectId, u64)>, StorageError> {
-        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
-        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(ALARMS).map_err(|e| read(&e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| read(&e))? {
-            let (k, v) = entry.map_err(|e| read(&e))?;
-            let (class, name) = k.value();
-            out.push((ObjectId::new(class, name), v.value()));
-        }
-        Ok(out)
+        self.read(|txn| {
+            let table = txn.open_table(ALARMS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let (class, name) = k.value();
+                out.push((ObjectId::new(class, name), v.value()));
+            }
+            Ok(out)
+        })
     }
 
-    /// Committed entries of one object with keys in `[lo, hi)` order, in the
-    /// requested direction, at most `limit` (the caller over-fetches to make up
-    /// for entries the overlay hides).
-    fn scan(
+    /// Visits committed entries of one object with keys between `lo` and
+    /// `hi`, in the requested direction, until `visit` returns false.
+    pub(crate) fn scan(
         &self,
         id: &ObjectId,
         lo: Bound<&[u8]>,
@@ -127,9 +159,6 @@ impl Db {
         reverse: bool,
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError> {
-        let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
-        let txn = self.inner.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(KV).map_err(|e| read(&e))?;
         let (c, n) = (id.class.as_str(), id.name.as_str());
         // The name just past this object's: no name sorts between `n` and `n\0`.
         let next_name = format!("{n}\0");
@@ -143,494 +172,24 @@ impl Db {
             Bound::Excluded(k) => Bound::Excluded((c, n, k)),
             Bound::Unbounded => Bound::Excluded((c, next_name.as_str(), &b""[..])),
         };
-        let range = table
-            .range::<(&str, &str, &[u8])>((lo, hi))
-            .map_err(|e| read(&e))?;
-        type Row<'a> = (
-            redb::AccessGuard<'a, (&'static str, &'static str, &'static [u8])>,
-            redb::AccessGuard<'a, &'static [u8]>,
-        );
-        let mut step = |entry: Result<Row<'_>, redb::StorageError>| -> Result<bool, StorageError> {
-            let (k, v) = entry.map_err(|e| read(&e))?;
-            let (_, _, key) = k.value();
-            Ok(visit(key, v.value()))
-        };
-        if reverse {
-            for entry in range.rev() {
-                if !step(entry)? {
-                    break;
-                }
-            }
-        } else {
-            for entry in range {
-                if !step(entry)? {
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The writes of one event (or of a batch of events): a map of key → new value
-/// (`None` deletes), after an optional "delete everything".
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WriteSet {
-    /// `delete-all` ran: every committed key is gone before `entries` apply.
-    pub clear: bool,
-    /// Key → value, or `None` for a delete.
-    pub entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// The alarm was set (`Some(Some(at))`) or deleted (`Some(None)`).
-    pub alarm: Option<Option<u64>>,
-}
-
-impl WriteSet {
-    /// True when applying it changes nothing.
-    pub fn is_empty(&self) -> bool {
-        !self.clear && self.entries.is_empty() && self.alarm.is_none()
-    }
-
-    /// Applies `later` on top of `self`.
-    fn absorb(&mut self, later: WriteSet) {
-        if later.clear {
-            self.clear = true;
-            self.entries.clear();
-        }
-        self.entries.extend(later.entries);
-        if later.alarm.is_some() {
-            self.alarm = later.alarm;
-        }
-    }
-
-    /// What this layer says about `key`: `Some(Some(v))` set, `Some(None)`
-    /// deleted (or cleared), `None` look further down.
-    fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        match self.entries.get(key) {
-            Some(v) => Some(v.as_deref()),
-            None if self.clear => Some(None),
-            None => None,
-        }
-    }
-}
-
-/// What `list` selects.
-#[derive(Clone, Debug, Default)]
-pub struct ListQuery {
-    /// Only keys with this prefix.
-    pub prefix: Option<Vec<u8>>,
-    /// Only keys ≥ start.
-    pub start: Option<Vec<u8>>,
-    /// Only keys > start_after (wins over `start`).
-    pub start_after: Option<Vec<u8>>,
-    /// Only keys < end.
-    pub end: Option<Vec<u8>>,
-    /// At most this many.
-    pub limit: Option<usize>,
-    /// Descending.
-    pub reverse: bool,
-}
-
-/// One object's storage during events: event writes over batch writes over the
-/// database.
-///
-/// The quota is checked against an upper bound of the usage, which costs no
-/// database read: each put adds its key + value size, deletes subtract nothing,
-/// and every commit resets the bound to the exact usage the committer reports.
-/// Only a write that would take the bound past the quota pays for the exact
-/// figure (reading the committed size of every key the batch touched).
-pub struct ObjectStorage {
-    db: Db,
-    id: ObjectId,
-    /// Writes of earlier events of the current batch, not yet durable.
-    batch: WriteSet,
-    /// Writes of the running event.
-    event: WriteSet,
-    /// The object's storage quota in bytes (keys + values); 0: none.
-    quota: u64,
-    /// Committed usage, exact, when known: from the last commit's result, or
-    /// read once from the usage table.
-    committed_usage: Option<u64>,
-    /// An upper bound of the usage including the running event (None:
-    /// unknown, compute it exactly).
-    bound: Option<u64>,
-    /// The same bound at the end of the batch's last kept event (a trap goes
-    /// back to it).
-    batch_bound: Option<u64>,
-}
-
-/// One object's writes, ready for the committer.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// The writes.
-    pub writes: WriteSet,
-    /// The object's committed usage before these writes, when its view knows
-    /// it exactly (the committer then need not read it).
-    pub usage_before: Option<u64>,
-}
-
-impl Batch {
-    /// True when committing it changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-    }
-}
-
-/// Why a write was refused.
-#[derive(Debug)]
-pub enum WriteError {
-    /// The object's quota (bytes) would be exceeded.
-    QuotaExceeded(u64),
-    /// The database could not be read.
-    Storage(StorageError),
-}
-
-impl From<StorageError> for WriteError {
-    fn from(e: StorageError) -> WriteError {
-        WriteError::Storage(e)
-    }
-}
-
-fn entry_size(key: &[u8], value: &[u8]) -> i64 {
-    i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX)
-}
-
-impl ObjectStorage {
-    /// A view of `id`'s keys.
-    pub fn new(db: Db, id: ObjectId) -> ObjectStorage {
-        ObjectStorage::with_quota(db, id, 0)
-    }
-
-    /// A view of `id`'s keys that refuses writes past `quota` bytes (0: none).
-    pub fn with_quota(db: Db, id: ObjectId, quota: u64) -> ObjectStorage {
-        ObjectStorage {
-            db,
-            id,
-            batch: WriteSet::default(),
-            event: WriteSet::default(),
-            quota,
-            committed_usage: None,
-            bound: None,
-            batch_bound: None,
-        }
-    }
-
-    /// Ends the running event: its writes join the batch (`keep`) or are
-    /// discarded (the guest trapped).
-    pub fn end_event(&mut self, keep: bool) {
-        let event = std::mem::take(&mut self.event);
-        if keep {
-            self.batch.absorb(event);
-            self.batch_bound = self.bound;
-        } else {
-            self.bound = self.batch_bound;
-        }
-    }
-
-    /// Takes the batch's writes for commit. Until [`ObjectStorage::committed`]
-    /// reports the result, the committed usage is unknown.
-    pub fn take_batch(&mut self) -> Batch {
-        let writes = std::mem::take(&mut self.batch);
-        let usage_before = if writes.is_empty() {
-            self.committed_usage
-        } else {
-            self.committed_usage.take()
-        };
-        Batch {
-            writes,
-            usage_before,
-        }
-    }
-
-    /// The batch taken last is durable and the object now uses `usage` bytes.
-    pub fn committed(&mut self, usage: u64) {
-        self.committed_usage = Some(usage);
-        self.bound = Some(usage);
-        self.batch_bound = Some(usage);
-    }
-
-    /// The batch taken last was not committed: forget what it assumed.
-    pub fn commit_failed(&mut self) {
-        self.committed_usage = None;
-        self.bound = None;
-        self.batch_bound = None;
-    }
-
-    fn committed_usage(&mut self) -> Result<u64, StorageError> {
-        match self.committed_usage {
-            Some(u) => Ok(u),
-            None => {
-                let u = self.db.usage(&self.id)?;
-                self.committed_usage = Some(u);
-                Ok(u)
-            }
-        }
-    }
-
-    /// Bytes (keys + values) the object uses, as this event sees it, exactly:
-    /// the committed usage, minus the committed size of every key the batch
-    /// and the event wrote, plus what they wrote.
-    pub fn usage(&mut self) -> Result<u64, StorageError> {
-        let cleared = self.batch.clear || self.event.clear;
-        let mut total = if cleared {
-            0
-        } else {
-            i64::try_from(self.committed_usage()?).unwrap_or(i64::MAX)
-        };
-        let from_batch = self
-            .batch
-            .entries
-            .iter()
-            .filter(|(k, _)| !self.event.clear && !self.event.entries.contains_key(*k));
-        for (k, v) in from_batch.chain(self.event.entries.iter()) {
-            if !cleared && let Some(old) = self.db.get(&self.id, k)? {
-                total -= entry_size(k, &old);
-            }
-            if let Some(v) = v {
-                total += entry_size(k, v);
-            }
-        }
-        Ok(u64::try_from(total).unwrap_or(0))
-    }
-
-    /// How much writing `entries` would change the usage by.
-    fn delta_of(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<i64, StorageError> {
-        let mut delta = 0;
-        for (k, v) in entries {
-            let old = self.get(k)?.map_or(0, |old| entry_size(k, &old));
-            delta += entry_size(k, v) - old;
-        }
-        Ok(delta)
-    }
-
-    /// Buffers writes, all or none, within the quota.
-    pub fn put_many(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), WriteError> {
-        if self.quota > 0 {
-            let added: u64 = entries
-                .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64)
-                .sum();
-            let bound = match self.bound {
-                Some(b) => Some(b),
-                // Nothing written since the last commit: the committed usage
-                // is the bound (read once per actor, then kept up to date).
-                None if self.batch.is_empty() && self.event.is_empty() => {
-                    Some(self.committed_usage()?)
-                }
-                None => None,
-            };
-            match bound.map(|b| b.saturating_add(added)) {
-                Some(after) if after <= self.quota => self.bound = Some(after),
-                _ => {
-                    // Close to the quota (or no bound): the exact figure.
-                    let delta = self.delta_of(&entries)?;
-                    let now = i64::try_from(self.usage()?).unwrap_or(i64::MAX);
-                    let after = now.saturating_add(delta);
-                    if delta > 0 && after > i64::try_from(self.quota).unwrap_or(i64::MAX) {
-                        return Err(WriteError::QuotaExceeded(self.quota));
-                    }
-                    // `delta` is exact only without repeated keys; this is
-                    // an upper bound either way.
-                    let now = u64::try_from(now).unwrap_or(0);
-                    self.bound = Some(now.saturating_add(added));
-                }
-            }
-        }
-        for (k, v) in entries {
-            self.event.entries.insert(k, Some(v));
-        }
-        Ok(())
-    }
-
-    /// Reads a key: the event's writes, then the batch's, then the database.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        if let Some(v) = self.event.lookup(key) {
-            return Ok(v.map(<[u8]>::to_vec));
-        }
-        if let Some(v) = self.batch.lookup(key) {
-            return Ok(v.map(<[u8]>::to_vec));
-        }
-        self.db.get(&self.id, key)
-    }
-
-    /// Buffers a write in the event's write set, within the quota.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), WriteError> {
-        self.put_many(vec![(key, value)])
-    }
-
-    /// Buffers a delete; returns whether the key existed.
-    pub fn delete(&mut self, key: Vec<u8>) -> Result<bool, StorageError> {
-        // The bound stays: it is an upper bound, and shrinking never fails.
-        let old = self.get(&key)?;
-        self.event.entries.insert(key, None);
-        Ok(old.is_some())
-    }
-
-    /// The pending alarm as this event sees it.
-    pub fn alarm(&self) -> Result<Option<u64>, StorageError> {
-        match (self.event.alarm, self.batch.alarm) {
-            (Some(a), _) | (None, Some(a)) => Ok(a),
-            (None, None) => self.db.alarm(&self.id),
-        }
-    }
-
-    /// Sets (`Some`) or deletes (`None`) the alarm in the event's write set.
-    pub fn set_alarm(&mut self, at_ms: Option<u64>) {
-        self.event.alarm = Some(at_ms);
-    }
-
-    /// True when the running event set or deleted the alarm.
-    pub fn event_touched_alarm(&self) -> bool {
-        self.event.alarm.is_some()
-    }
-
-    /// Buffers the deletion of every key.
-    pub fn delete_all(&mut self) {
-        self.event.clear = true;
-        self.event.entries.clear();
-        // Everything is gone: the usage drops to zero.
-        self.bound = Some(0);
-    }
-
-    /// Lists entries in key order (or reverse), merging the layers.
-    pub fn list(&self, q: &ListQuery) -> Result<Entries, StorageError> {
-        let (lo, hi) = q.bounds();
-        let limit = q.limit.unwrap_or(usize::MAX);
-        if limit == 0 || lo.is_empty_with(&hi) {
-            return Ok(Vec::new());
-        }
-        let in_range =
-            |k: &[u8]| lo.admits_from_below(k) && hi.as_ref().is_none_or(|h| k < h.as_slice());
-        // The overlay: batch writes under event writes, restricted to the range.
-        let mut overlay: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
-        for layer in [&self.batch, &self.event] {
-            if layer.clear {
-                overlay.clear();
-            }
-            for (k, v) in &layer.entries {
-                if in_range(k) {
-                    overlay.insert(k.as_slice(), v.as_deref());
-                }
-            }
-        }
-        // A stack whose top is the next overlay entry in iteration order.
-        let mut pending: Vec<(&[u8], Option<&[u8]>)> = overlay.into_iter().collect();
-        if !q.reverse {
-            pending.reverse();
-        }
-        let comes_before = |a: &[u8], b: &[u8]| if q.reverse { a > b } else { a < b };
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let emit = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, k: &[u8], v: Option<&[u8]>| {
-            if let (Some(v), true) = (v, out.len() < limit) {
-                out.push((k.to_vec(), v.to_vec()));
-            }
-        };
-        if !(self.batch.clear || self.event.clear) {
-            let lo_bound = match &lo {
-                Lower::Unbounded => Bound::Unbounded,
-                Lower::Included(k) => Bound::Included(k.as_slice()),
-                Lower::Excluded(k) => Bound::Excluded(k.as_slice()),
-            };
-            let hi_bound = match &hi {
-                Some(h) => Bound::Excluded(h.as_slice()),
-                None => Bound::Unbounded,
-            };
-            self.db
-                .scan(&self.id, lo_bound, hi_bound, q.reverse, |k, v| {
-                    // Overlay entries that come first, then this key unless shadowed.
-                    let mut shadowed = false;
-                    while let Some(&(ok, ov)) = pending.last() {
-                        if comes_before(ok, k) {
-                            pending.pop();
-                            emit(&mut out, ok, ov);
-                        } else {
-                            if ok == k {
-                                pending.pop();
-                                emit(&mut out, ok, ov);
-                                shadowed = true;
-                            }
-                            break;
-                        }
-                    }
-                    if !shadowed {
-                        emit(&mut out, k, Some(v));
-                    }
-                    out.len() < limit
-                })?;
-        }
-        while let Some((k, v)) = pending.pop() {
-            if out.len() >= limit {
-                break;
-            }
-            emit(&mut out, k, v);
-        }
-        Ok(out)
-    }
-}
-
-/// The lower bound of a list range.
-#[derive(Clone, Debug, PartialEq)]
-enum Lower {
-    Unbounded,
-    Included(Vec<u8>),
-    Excluded(Vec<u8>),
-}
-
-impl Lower {
-    fn admits_from_below(&self, k: &[u8]) -> bool {
-        match self {
-            Lower::Unbounded => true,
-            Lower::Included(l) => k >= l.as_slice(),
-            Lower::Excluded(l) => k > l.as_slice(),
-        }
-    }
-
-    /// True when no key lies between this bound and the exclusive upper `hi`.
-    fn is_empty_with(&self, hi: &Option<Vec<u8>>) -> bool {
-        match (self, hi) {
-            (Lower::Included(l) | Lower::Excluded(l), Some(h)) => l >= h,
-            _ => false,
-        }
-    }
-}
-
-impl ListQuery {
-    /// The key range `[lower, upper)` that start, start-after, end and prefix
-    /// select together.
-    fn bounds(&self) -> (Lower, Option<Vec<u8>>) {
-        let mut lo = match (&self.start_after, &self.start) {
-            (Some(s), _) => Lower::Excluded(s.clone()),
-            (None, Some(s)) => Lower::Included(s.clone()),
-            (None, None) => Lower::Unbounded,
-        };
-        let mut hi = self.end.clone();
-        if let Some(p) = &self.prefix {
-            if !lo.admits_from_below(p) {
-                // The bound is inside or past the prefix: it stays.
+        self.read(|txn| {
+            let table = txn.open_table(KV)?;
+            let range = table.range::<(&str, &str, &[u8])>((lo, hi))?;
+            let rows: Box<dyn Iterator<Item = _>> = if reverse {
+                Box::new(range.rev())
             } else {
-                lo = Lower::Included(p.clone());
+                Box::new(range)
+            };
+            for row in rows {
+                let (k, v) = row?;
+                let (_, _, key) = k.value();
+                if !visit(key, v.value()) {
+                    break;
+                }
             }
-            if let Some(succ) = prefix_successor(p) {
-                hi = Some(match hi {
-                    Some(h) if h < succ => h,
-                    _ => succ,
-                });
-            }
-        }
-        (lo, hi)
+            Ok(())
+        })
     }
-}
-
-/// The smallest byte string greater than every string that starts with
-/// `prefix`, or `None` when there is none (prefix empty or all 0xFF).
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xFF {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::range::prefix_successor;
 use super::*;
-use crate::config::Durability;
 use crate::metrics::Metrics;
 use committer::{Committer, CommitterThread};
 

@@ -1,20 +1,19 @@
 //! Test harness: a real host on 127.0.0.1:0 with a real redb file, and real
 //! WebSocket clients (tokio-tungstenite, an independent implementation).
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, async_fn_in_trait, clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use futures_util::{SinkExt, StreamExt};
+use roomhost::Config;
 use roomhost::config::RouteConfig;
-use roomhost::metrics::{Metrics, MetricsSnapshot};
-use roomhost::{Config, Server};
+pub use roomhost::testing::{TestHost, http_request};
 use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,30 +21,17 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 /// How long a test waits for any single expected frame.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A running host.
-pub struct TestHost {
-    pub addr: SocketAddr,
-    pub metrics: Arc<Metrics>,
-    pub data: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    join: Option<tokio::task::JoinHandle<roomhost::Result<()>>>,
-}
-
 /// A config for tests: data in `dir`, an ephemeral port, and the `probe` test
 /// guest routed at `/probe/{name}/*`.
 pub fn test_config(dir: &Path) -> Config {
-    let mut config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data: dir.join("roomhost.redb"),
-        ..Config::default()
-    };
+    let mut config = roomhost::testing::config_in(dir);
     add_class(&mut config, "probe", "/probe/{name}/*");
     config
 }
 
 /// Adds a guest the build script compiled as class `class`, routed at `path`.
 pub fn add_class(config: &mut Config, class: &str, path: &str) {
-    let wasm = roomhost::guest_paths::wasm(class).display().to_string();
+    let wasm = roomhost::guests::wasm(class).display().to_string();
     config
         .classes
         .insert(class.into(), roomhost::config::ClassConfig::new(wasm));
@@ -54,76 +40,41 @@ pub fn add_class(config: &mut Config, class: &str, path: &str) {
 
 /// Starts a host with `config` on 127.0.0.1:0.
 pub async fn start_host(config: Config) -> TestHost {
-    let data = config.data.clone();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    let server = Server::new(config).expect("host starts");
-    let metrics = server.metrics();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let join = tokio::spawn(server.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    TestHost {
-        addr,
-        metrics,
-        data,
-        stop: Some(stop),
-        join: Some(join),
-    }
+    TestHost::start(config).await
 }
 
-impl TestHost {
-    /// Counters now.
-    pub fn stats(&self) -> MetricsSnapshot {
-        self.metrics.snapshot()
-    }
-
-    /// `http://127.0.0.1:port` + path.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Shuts down gracefully and waits until the database is closed.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(join) = self.join.take() {
-            tokio::time::timeout(Duration::from_secs(30), join)
-                .await
-                .expect("host stops within 30 s")
-                .expect("host task")
-                .expect("host shut down cleanly");
-        }
-    }
-
+/// WebSocket clients of a test host.
+pub trait Sockets {
     /// Opens a WebSocket from 127.0.0.1.
-    pub async fn ws(&self, path: &str) -> Client {
+    async fn ws(&self, path: &str) -> Client;
+    /// Opens a WebSocket from a chosen loopback source address (all of
+    /// 127.0.0.0/8 is loopback), so that per-IP logic sees distinct clients.
+    async fn ws_from(&self, source: Ipv4Addr, path: &str) -> Client;
+    /// Like `ws_from` but returns the handshake error (e.g. a 404).
+    async fn try_ws_from(
+        &self,
+        source: Ipv4Addr,
+        path: &str,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error>;
+}
+
+impl Sockets for TestHost {
+    async fn ws(&self, path: &str) -> Client {
         self.ws_from(Ipv4Addr::LOCALHOST, path).await
     }
 
-    /// Opens a WebSocket from a chosen loopback source address (all of
-    /// 127.0.0.0/8 is loopback), so that per-IP logic sees distinct clients.
-    pub async fn ws_from(&self, source: Ipv4Addr, path: &str) -> Client {
+    async fn ws_from(&self, source: Ipv4Addr, path: &str) -> Client {
         self.try_ws_from(source, path)
             .await
             .expect("WebSocket upgrade")
     }
 
-    /// Like `ws_from` but returns the handshake error (e.g. a 404).
-    pub async fn try_ws_from(
+    async fn try_ws_from(
         &self,
         source: Ipv4Addr,
         path: &str,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         connect_ws(self.addr, source, path).await
-    }
-
-    /// A plain HTTP request; returns (status, body).
-    pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        http_request(self.addr, method, path, body).await
     }
 }
 
@@ -133,40 +84,6 @@ pub async fn room_history(addr: SocketAddr, room: &str) -> Vec<Value> {
     let (status, body) = http_request(addr, "GET", &path, b"").await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("history is JSON")
-}
-
-/// A minimal HTTP/1.1 client over a real socket (one request per connection).
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Bodies are small; hyper sends them with content-length (not chunked).
-    (status, body)
 }
 
 /// A WebSocket client.
@@ -307,7 +224,7 @@ pub fn hibernating_config(dir: &Path, idle_ms: u64) -> Config {
 
 /// Milliseconds since the Unix epoch, by the host's own clock function.
 pub fn now_ms() -> u64 {
-    roomhost::sockets::conn::now_ms()
+    roomhost::clock::now_ms()
 }
 
 /// Opens a WebSocket to `addr` from a chosen loopback source address (all of

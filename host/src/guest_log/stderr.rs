@@ -16,19 +16,20 @@ const MAX_LINE: usize = 4096;
 /// The stderr of one instance. Its label names the object, and changes when a
 /// pre-warmed instance is bound to one.
 #[derive(Clone)]
-pub(crate) struct GuestStderr {
+pub struct GuestStderr {
     label: Arc<Mutex<String>>,
 }
 
 impl GuestStderr {
-    pub(crate) fn new(label: String) -> GuestStderr {
+    /// A stderr whose lines are logged under `label` (the object's id).
+    pub fn new(label: String) -> GuestStderr {
         GuestStderr {
             label: Arc::new(Mutex::new(label)),
         }
     }
 
     /// Names the object the instance now belongs to.
-    pub(crate) fn set_label(&self, label: String) {
+    pub fn set_label(&self, label: String) {
         if let Ok(mut l) = self.label.lock() {
             *l = label;
         }

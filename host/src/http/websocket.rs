@@ -1,289 +1,37 @@
-//! One host-owned WebSocket connection.
+//! One WebSocket connection's task, after the upgrade: it reads client
+//! frames ([`crate::sockets::frames`]) into events for the owning object,
+//! answers pings and auto-responses itself, and writes what the object queued
+//! on the connection's [`SocketConn`] — all that is queued, joined into as
+//! few writes as the socket takes.
 //!
-//! A [`SocketConn`] is the shared half: a bounded outbound queue that actors
-//! push encoded frames into. [`run`] is the connection's single task: it reads
-//! client frames ([`super::frames`]) into events for the owning object, and
-//! writes queued frames — all that are queued, joined into as few writes as the
-//! socket takes. While a connection is idle it holds no read or write buffer,
-//! and its task is a small hand-written state machine ([`Connection`]).
-//!
-//! Server frames are encoded by the host (unmasked, RFC 6455 §5.2), once per
-//! broadcast: the encoded bytes are shared by every socket they go to.
+//! While a connection is idle it holds no read or write buffer, and its task
+//! is a small hand-written state machine ([`Connection`]). The object is
+//! reached only through a [`SocketInbox`] the server hands in.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use atomic_waker::AtomicWaker;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::frames::{Decoder, Incoming, OpCode};
 use crate::bindings::Frame;
-use crate::objects::{Event, ObjectHandle};
-
-/// A socket id, unique within the host process.
-pub type SocketId = u64;
-
-/// Queue capacity an idle connection may keep; more is released once drained.
-const IDLE_QUEUE_SLOTS: usize = 4;
-
-/// The most bytes joined into one write.
-const MAX_WRITE_BYTES: usize = 64 * 1024;
-
-/// Encodes a server-to-client frame.
-pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(payload.len() + 10);
-    buf.put_u8(0x80 | opcode as u8);
-    let len = payload.len();
-    if len < 126 {
-        buf.put_u8(len as u8);
-    } else if len <= u16::MAX as usize {
-        buf.put_u8(126);
-        buf.put_u16(len as u16);
-    } else {
-        buf.put_u8(127);
-        buf.put_u64(len as u64);
-    }
-    buf.put_slice(payload);
-    buf.freeze()
-}
-
-/// Encodes a guest frame.
-pub fn encode_guest_frame(frame: &Frame) -> Bytes {
-    match frame {
-        Frame::Text(t) => encode_frame(OpCode::Text, t.as_bytes()),
-        Frame::Binary(b) => encode_frame(OpCode::Binary, b),
-    }
-}
-
-/// Encodes a close frame; the reason is cut to 123 bytes on a char boundary.
-pub fn encode_close(code: u16, reason: &str) -> Bytes {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut payload = Vec::with_capacity(2 + end);
-    payload.extend_from_slice(&code.to_be_bytes());
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
-    encode_frame(OpCode::Close, &payload)
-}
-
-/// Why and how a connection is closing: boxed, since most connections never
-/// carry it until their last moment.
-struct Closing {
-    /// The close frame, until the connection task takes it.
-    frame: Option<Bytes>,
-    code: u16,
-    reason: String,
-}
-
-#[derive(Default)]
-struct Outbound {
-    frames: VecDeque<Bytes>,
-    bytes: usize,
-    /// Set once the socket is closing; nothing is queued after it.
-    closing: Option<Box<Closing>>,
-}
-
-/// The host side of one WebSocket: its queue and its lifetime.
-pub struct SocketConn {
-    id: SocketId,
-    max_queue_bytes: usize,
-    out: Mutex<Outbound>,
-    /// The connection task, to wake when there is something to write or to end.
-    task: AtomicWaker,
-    /// Set when the connection must end now (overflow, shutdown).
-    ended: AtomicBool,
-    /// The close frame has been handed to the connection task.
-    close_taken: AtomicBool,
-    /// When the host last answered the auto-response (ms since the epoch; 0: never).
-    pub(crate) last_auto_response: AtomicU64,
-    /// The owning object's auto-response pair, set when the object accepts.
-    pub(crate) auto: std::sync::OnceLock<Arc<AutoResponse>>,
-}
-
-impl SocketConn {
-    /// A connection that will queue at most `max_queue_bytes` unread bytes.
-    pub fn new(id: SocketId, max_queue_bytes: usize) -> Arc<SocketConn> {
-        Arc::new(SocketConn {
-            id,
-            max_queue_bytes,
-            out: Mutex::new(Outbound::default()),
-            task: AtomicWaker::new(),
-            ended: AtomicBool::new(false),
-            close_taken: AtomicBool::new(false),
-            last_auto_response: AtomicU64::new(0),
-            auto: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// The socket's id.
-    pub fn id(&self) -> SocketId {
-        self.id
-    }
-
-    /// Queues an encoded frame. Returns false when the client is too slow: the
-    /// queue is then dropped and the socket closed with 1008.
-    pub fn push(&self, frame: Bytes) -> bool {
-        let Ok(mut out) = self.out.lock() else {
-            return false;
-        };
-        if out.closing.is_some() {
-            return true; // closing: frames after the close are dropped
-        }
-        if out.bytes + frame.len() > self.max_queue_bytes {
-            const WHY: &str = "send queue full: client too slow";
-            out.frames = VecDeque::new();
-            out.bytes = 0;
-            out.closing = Some(Box::new(Closing {
-                frame: Some(encode_close(1008, WHY)),
-                code: 1008,
-                reason: WHY.into(),
-            }));
-            drop(out);
-            tracing::warn!(
-                socket = self.id,
-                "closing a client that does not read (1008)"
-            );
-            self.end();
-            return false;
-        }
-        let was_empty = out.frames.is_empty();
-        out.bytes += frame.len();
-        out.frames.push_back(frame);
-        drop(out);
-        if was_empty {
-            self.task.wake();
-        }
-        true
-    }
-
-    /// Drops the queue's capacity if nothing is queued (an idle socket).
-    pub fn release_idle_capacity(&self) {
-        if let Ok(mut out) = self.out.lock()
-            && out.frames.is_empty()
-        {
-            out.frames = VecDeque::new();
-        }
-    }
-
-    /// Queues a close frame after the frames already queued; the connection ends
-    /// once it is written (and the client answered, or briefly after).
-    pub fn close(&self, code: u16, reason: &str) {
-        if let Ok(mut out) = self.out.lock()
-            && out.closing.is_none()
-        {
-            out.closing = Some(Box::new(Closing {
-                frame: Some(encode_close(code, reason)),
-                code,
-                reason: reason.to_string(),
-            }));
-        }
-        self.task.wake();
-    }
-
-    /// True once the connection must end now.
-    pub fn is_ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire)
-    }
-
-    /// Ends the connection now.
-    pub fn end(&self) {
-        self.ended.store(true, Ordering::Release);
-        self.task.wake();
-    }
-
-    fn end_reason(&self) -> (u16, String) {
-        self.out
-            .lock()
-            .ok()
-            .and_then(|o| o.closing.as_ref().map(|c| (c.code, c.reason.clone())))
-            .unwrap_or((1006, "connection ended by the host".into()))
-    }
-
-    /// Moves queued frames (and a pending close frame) into `buf`, up to about
-    /// [`MAX_WRITE_BYTES`]. Returns (took anything, the close frame included).
-    fn take(&self, buf: &mut BytesMut) -> (bool, bool) {
-        let Ok(mut out) = self.out.lock() else {
-            return (false, false);
-        };
-        let mut took = false;
-        while let Some(front) = out.frames.front() {
-            if took && buf.len() + front.len() > MAX_WRITE_BYTES {
-                return (true, false);
-            }
-            let Some(frame) = out.frames.pop_front() else {
-                break;
-            };
-            out.bytes -= frame.len();
-            buf.extend_from_slice(&frame);
-            took = true;
-        }
-        // A burst (a join into a big room) can grow the queue to hundreds of
-        // slots; an idle connection must not keep that capacity.
-        if out.frames.is_empty() && out.frames.capacity() > IDLE_QUEUE_SLOTS {
-            out.frames = VecDeque::new();
-        }
-        if let Some(close) = out.closing.as_mut().and_then(|c| c.frame.take()) {
-            buf.extend_from_slice(&close);
-            self.close_taken.store(true, Ordering::Relaxed);
-            return (true, true);
-        }
-        (took, false)
-    }
-}
-
-/// The request/response text pair a host answers without waking the object.
-#[derive(Default)]
-pub struct AutoResponse {
-    pair: std::sync::RwLock<Option<(String, Bytes)>>,
-}
-
-impl AutoResponse {
-    /// Sets or clears the pair.
-    pub fn set(&self, pair: Option<(String, String)>) {
-        if let Ok(mut p) = self.pair.write() {
-            *p = pair.map(|(req, resp)| (req, encode_frame(OpCode::Text, resp.as_bytes())));
-        }
-    }
-
-    /// The pair's request and response texts.
-    pub fn get(&self) -> Option<(String, String)> {
-        let p = self.pair.read().ok()?;
-        let (req, frame) = p.as_ref()?;
-        // The response is kept encoded; its payload follows a 2- or 4-byte header.
-        let header = if frame.len() - 2 < 126 { 2 } else { 4 };
-        Some((
-            req.clone(),
-            String::from_utf8_lossy(&frame[header..]).into_owned(),
-        ))
-    }
-
-    /// The encoded response if `text` is the request.
-    fn answer(&self, text: &str) -> Option<Bytes> {
-        let p = self.pair.read().ok()?;
-        match p.as_ref() {
-            Some((req, resp)) if req == text => Some(resp.clone()),
-            _ => None,
-        }
-    }
-}
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::sockets::frames::{Decoder, Incoming, OpCode, encode_frame};
+use crate::sockets::{SocketConn, SocketEvent, SocketInbox};
 
 /// Everything a connection needs from the host.
-pub struct ConnParams {
-    /// The object's mailbox.
-    pub object: ObjectHandle,
+pub struct ConnParams<I> {
+    /// Where the connection's frames and its close go: the object's mailbox.
+    pub object: I,
     /// Largest client message.
     pub max_frame_bytes: usize,
     /// The host's counters.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs a socket after its upgrade completed: reads client frames and turns
@@ -296,12 +44,12 @@ pub struct ConnParams {
 /// 256-byte task with tokio's header) — no readiness or notification futures,
 /// no buffers. The returned future is a plain enum too: an `async fn` would
 /// keep its arguments beside the state they were moved into.
-pub fn run(
+pub fn run<I: SocketInbox>(
     conn: Arc<SocketConn>,
     stream: TcpStream,
     read_buf: Bytes,
-    params: ConnParams,
-) -> ConnTask {
+    params: ConnParams<I>,
+) -> ConnTask<I> {
     ConnTask::Serving(Connection {
         conn,
         stream,
@@ -318,9 +66,9 @@ pub fn run(
 }
 
 /// A connection's task (see [`run`]).
-pub enum ConnTask {
+pub enum ConnTask<I> {
     /// Reading and writing frames.
-    Serving(Connection),
+    Serving(Connection<I>),
     /// Flushing, hanging up and telling the object. Boxed: the ending's
     /// futures are not part of every idle connection's state.
     Finishing(Pin<Box<dyn Future<Output = ()> + Send>>),
@@ -328,7 +76,7 @@ pub enum ConnTask {
     Done,
 }
 
-impl Future for ConnTask {
+impl<I: SocketInbox> Future for ConnTask<I> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -359,12 +107,12 @@ impl Future for ConnTask {
 type Blocked = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// One connection's state between polls.
-pub struct Connection {
+pub struct Connection<I> {
     conn: Arc<SocketConn>,
     stream: TcpStream,
     /// The object's mailbox.
-    object: ObjectHandle,
-    metrics: Arc<crate::metrics::Metrics>,
+    object: I,
+    metrics: Arc<Metrics>,
     decoder: Decoder,
     /// Bytes read and not yet decoded (boxed: only a message that arrives in
     /// pieces stays here between polls); `None` while there are none.
@@ -409,11 +157,11 @@ fn unavailable() -> (u16, String) {
     (1001, "object unavailable".into())
 }
 
-impl Connection {
+impl<I: SocketInbox> Connection<I> {
     /// The connection's loop. Returns the code and reason to report once it ends.
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<(u16, String)> {
         // Registered before any state is read: a push after this wakes us.
-        self.conn.task.register(cx.waker());
+        self.conn.register(cx.waker());
         for _ in 0..ROUNDS_PER_POLL {
             let mut progress = false;
 
@@ -441,7 +189,7 @@ impl Connection {
                 return Poll::Ready(end);
             }
             let out_empty = self.outbuf.is_none();
-            if self.conn.close_taken.load(Ordering::Relaxed) {
+            if self.conn.close_taken() {
                 if self.closing.is_none() {
                     // The host or the guest closed it: wait briefly for the echo.
                     self.closing = Some(Ending::new(self.conn.end_reason()));
@@ -556,8 +304,7 @@ impl Connection {
             let frame = match self.decoder.decode(buf) {
                 Ok(None) => break,
                 Ok(Some(Incoming::Text(text))) => {
-                    if let Some(resp) = conn.auto.get().and_then(|a| a.answer(&text)) {
-                        conn.last_auto_response.store(now_ms(), Ordering::Relaxed);
+                    if let Some(resp) = conn.auto_answer(&text, now_ms()) {
                         self.metrics.auto_responded();
                         conn.push(resp);
                         continue;
@@ -587,18 +334,16 @@ impl Connection {
                     break;
                 }
             };
-            let event = Event::SocketMessage {
-                id: conn.id,
+            let event = SocketEvent::Message {
+                id: conn.id(),
                 frame,
                 at: tokio::time::Instant::now(),
             };
-            match self.object.try_send(event) {
+            match self.object.try_deliver(event) {
                 Ok(()) => {}
                 Err(Some(event)) => {
                     // A full mailbox: stop reading until it takes this one.
-                    let object = self.object.clone();
-                    let mut send: Blocked =
-                        Box::pin(async move { object.send(event).await.is_ok() });
+                    let mut send: Blocked = Box::pin(self.object.deliver(event));
                     match send.as_mut().poll(cx) {
                         Poll::Ready(true) => {}
                         Poll::Ready(false) => return Some(unavailable()),
@@ -635,13 +380,12 @@ impl Connection {
         let _ = tokio::time::timeout(Duration::from_millis(100), stream.shutdown()).await;
         drop(stream);
         object
-            .send(Event::SocketClosed {
-                id: conn.id,
+            .deliver(SocketEvent::Closed {
+                id: conn.id(),
                 code,
                 reason,
             })
-            .await
-            .ok();
+            .await;
     }
 }
 
@@ -703,94 +447,16 @@ const READ_CHUNK: usize = 4096;
 /// The most bytes one read asks for while a large frame comes in.
 const MAX_READ: usize = 64 * 1024;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_are_encoded_per_rfc6455() {
-        let f = encode_frame(OpCode::Text, b"hi");
-        assert_eq!(&f[..], &[0x81, 2, b'h', b'i']);
-        let long = vec![0u8; 300];
-        let f = encode_frame(OpCode::Binary, &long);
-        assert_eq!(&f[..4], &[0x82, 126, 1, 44]);
-        let huge = vec![0u8; 70_000];
-        let f = encode_frame(OpCode::Binary, &huge);
-        assert_eq!(f[1], 127);
-        assert_eq!(f.len(), 70_000 + 10);
-        let c = encode_close(1009, &"é".repeat(100));
-        assert_eq!(&c[2..4], &1009u16.to_be_bytes());
-        assert!(c.len() <= 2 + 125);
-        assert!(std::str::from_utf8(&c[4..]).is_ok());
-    }
-
-    #[test]
-    fn a_drained_queue_gives_its_capacity_back() {
-        let conn = SocketConn::new(1, 1 << 20);
-        for _ in 0..200 {
-            assert!(conn.push(Bytes::from_static(b"frame")));
-        }
-        let mut buf = BytesMut::new();
-        conn.take(&mut buf);
-        let out = conn.out.lock().expect("lock");
-        assert!(out.frames.is_empty());
-        assert!(
-            out.frames.capacity() <= IDLE_QUEUE_SLOTS,
-            "{}",
-            out.frames.capacity()
-        );
-    }
 
     #[test]
     fn an_idle_connections_task_stays_in_the_256_byte_class() {
         // tokio puts a task in a 128-byte-aligned cell: 104 bytes of header,
         // scheduler, stage tag and trailer, 8 of `TaskTracker`, then this state.
         // 144 bytes keeps every idle connection's task at 256 bytes, not 384.
-        let size = std::mem::size_of::<ConnTask>();
+        let size = std::mem::size_of::<ConnTask<crate::objects::ObjectHandle>>();
         assert!(size <= 144, "ConnTask is {size} bytes");
-    }
-
-    #[test]
-    fn a_hibernating_socket_keeps_no_queue_capacity_but_keeps_queued_frames() {
-        let conn = SocketConn::new(1, 1 << 20);
-        assert!(conn.push(Bytes::from_static(b"one")));
-        conn.release_idle_capacity();
-        assert_eq!(
-            conn.out.lock().expect("lock").frames.len(),
-            1,
-            "queued frames stay"
-        );
-        let mut buf = BytesMut::new();
-        conn.take(&mut buf);
-        assert_eq!(&buf[..], b"one");
-        assert!(conn.out.lock().expect("lock").frames.capacity() > 0);
-        conn.release_idle_capacity();
-        assert_eq!(conn.out.lock().expect("lock").frames.capacity(), 0);
-    }
-
-    #[test]
-    fn a_slow_reader_is_cut_off_instead_of_growing_memory() {
-        let conn = SocketConn::new(1, 1000);
-        for _ in 0..9 {
-            assert!(conn.push(Bytes::from(vec![0u8; 100])));
-        }
-        assert!(!conn.push(Bytes::from(vec![0u8; 200])));
-        assert!(conn.is_ended());
-        let mut buf = BytesMut::new();
-        let (took, closing) = conn.take(&mut buf);
-        assert!(took && closing);
-        assert_eq!(
-            &buf[2..4],
-            &1008u16.to_be_bytes(),
-            "only the 1008 close is left"
-        );
     }
 }

@@ -7,17 +7,23 @@
 //! Delivery is at least once: when `on-alarm` traps, the actor asks for a retry
 //! after an exponential backoff (2 s, 4 s, ...), up to [`MAX_RETRIES`], then
 //! gives up, logs, and deletes the alarm.
+//!
+//! The scheduler reaches objects only through the [`AlarmTarget`] the server
+//! hands it. [`host`] is the `alarms` interface for guests ([`AlarmsView`]).
+
+pub mod host;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::bindings::roomhost::object::alarms::Host;
+use crate::clock::now_ms;
+use crate::error::StorageError;
 use crate::ids::ObjectId;
-use crate::objects::{Event, ObjectCtx, Runtime};
-use crate::sockets::conn::now_ms;
+use crate::storage::Db;
+pub use host::{AlarmsView, add_to_linker};
 
 /// Retries after the first failed delivery before the host gives up.
 pub const MAX_RETRIES: u32 = 6;
@@ -64,6 +70,13 @@ pub fn backoff(base: Duration, retry: u32) -> Duration {
     base.saturating_mul(1u32 << retry.saturating_sub(1).min(16))
 }
 
+/// Where due alarms go: the objects, handed to the scheduler by the server.
+pub trait AlarmTarget: Send + Sync + 'static {
+    /// `id`'s alarm is due: deliver it as retry number `retry`, without
+    /// holding up the scheduler.
+    fn alarm_due(&self, id: ObjectId, retry: u32);
+}
+
 /// The scheduler's task state, run by [`SchedulerTask::run`].
 pub(crate) struct SchedulerTask {
     rx: mpsc::UnboundedReceiver<Command>,
@@ -72,7 +85,7 @@ pub(crate) struct SchedulerTask {
 impl SchedulerTask {
     pub(crate) async fn run(
         mut self,
-        rt: Weak<Runtime>,
+        target: Arc<dyn AlarmTarget>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let mut queue: BTreeSet<(u64, ObjectId)> = BTreeSet::new();
@@ -100,20 +113,13 @@ impl SchedulerTask {
                 },
                 _ = tokio::time::sleep(sleep), if next.is_some() => {
                     let now = now_ms();
-                    let Some(rt) = rt.upgrade() else { return };
                     while let Some((at, _)) = queue.first() {
                         if *at > now {
                             break;
                         }
                         let Some((_, id)) = queue.pop_first() else { break };
                         let retry = pending.remove(&id).map_or(0, |(_, r)| r);
-                        let rt2 = rt.clone();
-                        rt.tasks.spawn(async move {
-                            let target = id.clone();
-                            if let Err(e) = rt2.send(&target, Event::Alarm { retry }).await {
-                                tracing::warn!(object = %id, error = %e, "cannot deliver an alarm");
-                            }
-                        });
+                        target.alarm_due(id, retry);
                     }
                 }
                 _ = shutdown.cancelled() => return,
@@ -122,32 +128,12 @@ impl SchedulerTask {
     }
 }
 
-impl Host for ObjectCtx {
-    fn set(&mut self, at_ms: u64) {
-        self.core.storage.set_alarm(Some(at_ms));
-    }
-
-    fn get(&mut self) -> Option<u64> {
-        match self.core.storage.alarm() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(object = %self.core.id, error = %e, "cannot read the alarm");
-                None
-            }
-        }
-    }
-
-    fn delete(&mut self) {
-        self.core.storage.set_alarm(None);
-    }
-}
-
 /// Loads every stored alarm into the scheduler (late ones fire at once).
-pub(crate) fn schedule_stored(rt: &Arc<Runtime>) -> Result<usize, crate::error::StorageError> {
-    let all = rt.db.all_alarms()?;
+pub(crate) fn schedule_stored(db: &Db, scheduler: &Scheduler) -> Result<usize, StorageError> {
+    let all = db.all_alarms()?;
     let n = all.len();
     for (id, at) in all {
-        rt.alarms.set(id, at);
+        scheduler.set(id, at);
     }
     Ok(n)
 }

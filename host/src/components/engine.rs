@@ -1,0 +1,159 @@
+//! The wasmtime engine: the pooling allocator sized from the config, the
+//! compiled-component cache beside the database, and the epoch ticker that
+//! counts guest time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config as EngineConfig, Engine};
+
+use crate::config::Config;
+use crate::error::ComponentError;
+
+/// Pool slots beyond `max_live_instances` and the pre-warmed instances (an
+/// instance being dropped while its successor is created).
+const SPARE_SLOTS: u32 = 16;
+
+/// How often the epoch advances while guest code runs; a guest's time budget
+/// is counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How often the epoch advances once no guest code has run for [`QUIET_AFTER`]:
+/// an idle host should not wake a hundred times a second. An event that starts
+/// then gets its first tick up to this much later (its time budget is that much
+/// longer, once); from then on ticks come every [`EPOCH_TICK`].
+pub const QUIET_TICK: Duration = Duration::from_millis(100);
+
+/// How long without guest code before the epoch slows to [`QUIET_TICK`].
+pub const QUIET_AFTER: Duration = Duration::from_secs(1);
+
+/// The engine for `config`'s classes and limits.
+pub(crate) fn engine(config: &Config) -> Result<Engine, ComponentError> {
+    let mut ec = EngineConfig::new();
+    ec.wasm_component_model(true);
+    ec.epoch_interruption(true);
+    // The pooling allocator: instance memory comes from pre-reserved slots, so
+    // creating (waking) and dropping (evicting) an instance is cheap and its
+    // memory returns to the pool. The host never has more live instances than
+    // `max_live_instances` (see `objects::live`).
+    let warm = config
+        .prewarm_instances
+        .saturating_mul(u32::try_from(config.classes.len()).unwrap_or(u32::MAX));
+    let slots = config
+        .max_live_instances
+        .saturating_add(SPARE_SLOTS)
+        .saturating_add(warm);
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(8))
+        .total_memories(slots)
+        .total_tables(slots.saturating_mul(4))
+        .total_stacks(slots)
+        .max_core_instances_per_component(16)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
+        .max_memory_size(config.limits.max_instance_memory_bytes)
+        .async_stack_keep_resident(0);
+    ec.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    // An evicted instance's fiber stack goes back to the kernel like its
+    // linear memory: without this, every stack page a live instance ever
+    // touched stays resident after eviction.
+    ec.async_stack_zeroing(true);
+    // Compiled components are cached next to the database, keyed by content
+    // and engine settings: later starts skip Cranelift entirely (faster, and
+    // its code never has to be paged in).
+    if let Some(dir) = cache_dir(config) {
+        let mut cc = wasmtime::CacheConfig::new();
+        cc.with_directory(dir);
+        match wasmtime::Cache::new(cc) {
+            Ok(cache) => {
+                ec.cache(Some(cache));
+            }
+            Err(e) => tracing::warn!("compiled-component cache disabled: {e:#}"),
+        }
+    }
+    Engine::new(&ec).map_err(|source| ComponentError::Engine {
+        context: "engine settings",
+        source,
+    })
+}
+
+/// `<data dir>/cache`, beside the database file.
+fn cache_dir(config: &Config) -> Option<PathBuf> {
+    let parent = config.data.parent()?;
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    // The cache wants an absolute path; the data directory may not exist yet.
+    std::fs::create_dir_all(parent).ok()?;
+    Some(std::fs::canonicalize(parent).ok()?.join("cache"))
+}
+
+/// Guest activity, for the epoch ticker: calls running now, and a count of
+/// calls started (so a burst of short calls also keeps the ticker fast).
+#[derive(Default)]
+pub(crate) struct Activity {
+    running: AtomicUsize,
+    started: AtomicU64,
+}
+
+impl Activity {
+    /// Marks guest code as running until the guard drops.
+    pub(crate) fn running(self: &Arc<Self>) -> RunningGuard {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(self.clone())
+    }
+}
+
+/// Marks guest code as running while it lives (see [`super::Components::guest_running`]).
+pub(crate) struct RunningGuard(Arc<Activity>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The epoch ticker: a thread that advances `engine`'s epoch every
+/// [`EPOCH_TICK`] while guests run, and every [`QUIET_TICK`] once `activity`
+/// has been quiet for [`QUIET_AFTER`]. It stops when `stop` is set or the
+/// engine is dropped.
+pub(crate) fn start_ticker(
+    engine: &Engine,
+    activity: Arc<Activity>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ComponentError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("roomhost-epoch".into())
+        .spawn(move || {
+            let quiet_after = (QUIET_AFTER.as_millis() / EPOCH_TICK.as_millis()) as u32;
+            let mut last_started = 0;
+            let mut quiet_ticks = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let quiet = quiet_ticks >= quiet_after;
+                std::thread::sleep(if quiet { QUIET_TICK } else { EPOCH_TICK });
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+                let started = activity.started.load(Ordering::Relaxed);
+                if started != last_started || activity.running.load(Ordering::Relaxed) > 0 {
+                    last_started = started;
+                    quiet_ticks = 0;
+                } else {
+                    quiet_ticks = quiet_ticks.saturating_add(1);
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| ComponentError::Engine {
+            context: "the epoch thread",
+            source: wasmtime::Error::from(e),
+        })
+}

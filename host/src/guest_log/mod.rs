@@ -1,0 +1,33 @@
+//! What a guest logs, in the host's log with the object it came from:
+//!
+//! - the `log` interface for guests ([`LogView`]);
+//! - [`stderr`]: the guest's stderr (a Rust panic message, `eprintln!`),
+//!   forwarded line by line.
+
+pub mod stderr;
+
+use crate::bindings::roomhost::object::log::{self as wit, Host, Level};
+use crate::ids::ObjectId;
+
+pub use stderr::GuestStderr;
+
+/// What a guest's `log` calls work on: the object they are logged under.
+pub struct LogView<'a> {
+    /// The object.
+    pub object: &'a ObjectId,
+}
+
+crate::bindings::link_view!(LogView, wit, "log");
+
+impl Host for LogView<'_> {
+    fn log(&mut self, level: Level, message: String) {
+        let object = self.object;
+        match level {
+            Level::Trace => tracing::trace!(%object, "{message}"),
+            Level::Debug => tracing::debug!(%object, "{message}"),
+            Level::Info => tracing::info!(%object, "{message}"),
+            Level::Warn => tracing::warn!(%object, "{message}"),
+            Level::Error => tracing::error!(%object, "{message}"),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! What an object's wasmtime `Store` holds: the object's [`ObjectCore`] (kept
+//! across instances) and per-instance state ([`ObjectCtx`]). The context
+//! builds each capability's view ([`Capabilities`]); the capabilities know
+//! nothing of objects.
+
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+
+use super::Runtime;
+use crate::alarms::AlarmsView;
+use crate::calls::ObjectsView;
+use crate::components::Capabilities;
+use crate::guest_log::{GuestStderr, LogView};
+use crate::ids::ObjectId;
+use crate::sockets::{AutoResponse, Outbox, SocketConn, SocketTable, SocketsView};
+use crate::storage::{Db, ObjectStorage, StorageView};
+
+/// What an object keeps across instances: its storage view and its sockets.
+pub struct ObjectCore {
+    pub(crate) id: ObjectId,
+    pub(crate) storage: ObjectStorage,
+    pub(crate) sockets: SocketTable,
+    /// The auto-response pair, shared with the object's connections.
+    pub(crate) auto: Arc<AutoResponse>,
+}
+
+impl ObjectCore {
+    /// A core with no sockets yet, its storage view limited to `quota` bytes
+    /// (0: none).
+    pub(crate) fn new(db: &Db, id: ObjectId, quota: u64) -> ObjectCore {
+        ObjectCore {
+            storage: ObjectStorage::with_quota(db.clone(), id.clone(), quota),
+            id,
+            sockets: Default::default(),
+            auto: Default::default(),
+        }
+    }
+}
+
+/// The data of one wasmtime `Store`: the object's core plus per-instance state.
+pub struct ObjectCtx {
+    pub(crate) core: ObjectCore,
+    /// The host: other objects, for `objects.call`.
+    rt: Arc<Runtime>,
+    /// Gated output of the running event.
+    pub(crate) outbox: Outbox,
+    /// The call chain of the running event (this object last).
+    pub(crate) chain: Arc<Vec<ObjectId>>,
+    /// Epoch ticks the running event has used.
+    pub(crate) ticks: u64,
+    /// The socket an upgrade request would create, during that request: the
+    /// guest may already send to it (delivered once the upgrade completes).
+    pub(crate) pending_socket: Option<Arc<SocketConn>>,
+    pub(crate) limits: StoreLimits,
+    /// The guest's stderr, forwarded to the host's log under the object's id.
+    pub(crate) stderr: GuestStderr,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl ObjectCtx {
+    pub(crate) fn new(core: ObjectCore, rt: &Arc<Runtime>) -> ObjectCtx {
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(rt.config.limits.max_instance_memory_bytes)
+            .instances(4)
+            .tables(20)
+            .memories(4)
+            .build();
+        // std's WASI imports need a context; it grants nothing but stderr (so
+        // guest panic messages reach the host's log, with the object's id),
+        // the clocks, and the class's configured vars as environment variables.
+        let stderr = GuestStderr::new(core.id.to_string());
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        if let Some(class) = rt.config.classes.get(&core.id.class) {
+            for (k, v) in &class.vars {
+                wasi.env(k, v);
+            }
+        }
+        ObjectCtx {
+            chain: Arc::new(vec![core.id.clone()]),
+            core,
+            rt: rt.clone(),
+            outbox: Vec::new(),
+            ticks: 0,
+            pending_socket: None,
+            limits,
+            stderr,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for ObjectCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Capabilities for ObjectCtx {
+    fn storage(&mut self) -> StorageView<'_> {
+        StorageView {
+            storage: &mut self.core.storage,
+        }
+    }
+
+    fn sockets(&mut self) -> SocketsView<'_> {
+        SocketsView {
+            table: &mut self.core.sockets,
+            outbox: &mut self.outbox,
+            pending: self.pending_socket.as_ref(),
+            auto: &self.core.auto,
+        }
+    }
+
+    fn alarms(&mut self) -> AlarmsView<'_> {
+        AlarmsView {
+            storage: &mut self.core.storage,
+            object: &self.core.id,
+        }
+    }
+
+    fn objects(&mut self) -> ObjectsView<'_> {
+        ObjectsView {
+            object: &self.core.id,
+            chain: &self.chain,
+            calls: &self.rt,
+        }
+    }
+
+    fn log(&mut self) -> LogView<'_> {
+        LogView {
+            object: &self.core.id,
+        }
+    }
+}
