@@ -19,7 +19,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::bindings::Frame;
-use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::sockets::frames::{Decoder, Incoming, OpCode, encode_frame};
 use crate::sockets::{SocketConn, SocketEvent, SocketInbox};
@@ -304,7 +303,7 @@ impl<I: SocketInbox> Connection<I> {
             let frame = match self.decoder.decode(buf) {
                 Ok(None) => break,
                 Ok(Some(Incoming::Text(text))) => {
-                    if let Some(resp) = conn.auto_answer(&text, now_ms()) {
+                    if let Some(resp) = conn.auto_answer(&text) {
                         self.metrics.auto_responded();
                         conn.push(resp);
                         continue;

@@ -168,10 +168,11 @@ impl SocketConn {
     }
 
     /// The encoded auto-response if `text` is the object's request text; the
-    /// answer is recorded as given at `now_ms`.
-    pub(crate) fn auto_answer(&self, text: &str, now_ms: u64) -> Option<Bytes> {
+    /// answer is recorded as given now.
+    pub(crate) fn auto_answer(&self, text: &str) -> Option<Bytes> {
         let resp = self.auto.get()?.answer(text)?;
-        self.last_auto_response.store(now_ms, Ordering::Relaxed);
+        self.last_auto_response
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
         Some(resp)
     }
 
