@@ -12,6 +12,11 @@ const GUESTS: &[(&str, bool)] = &[
     ("chat-room", true),
     ("rate-limiter", true),
     ("probe", false),
+    ("swap-v1", false),
+    ("swap-v2", false),
+    ("swap-bad", false),
+    ("swap-crash", false),
+    ("command", false),
     ("counter", false),
     ("session-manager", false),
 ];
@@ -60,7 +65,16 @@ fn main() {
         ));
     }
     let out_dir = target_dir.join(WASM_TARGET).join("guest");
-    let file = |name: &str| out_dir.join(format!("{}.wasm", name.replace('-', "_")));
+    // Libraries (room objects) are named with `_`; binaries (the `command`
+    // test guest) keep their name.
+    let file = |name: &str| {
+        let lib = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
+        if lib.exists() {
+            lib
+        } else {
+            out_dir.join(format!("{name}.wasm"))
+        }
+    };
     let mut table = String::from(
         "/// Every guest the build script compiled, in the order `host/build.rs` lists them.\npub const GUESTS: &[Guest] = &[\n",
     );

@@ -33,6 +33,27 @@ pub trait ObjectCalls: Send + Sync {
     ) -> CallFuture<'_>;
 }
 
+/// Refuses every call: for a store that is bound to no object (a deploy's
+/// trial run of a new version's `init`).
+pub struct NoCalls;
+
+impl ObjectCalls for NoCalls {
+    fn call(
+        &self,
+        target: ObjectId,
+        _method: String,
+        _payload: Vec<u8>,
+        _chain: Arc<Vec<ObjectId>>,
+    ) -> CallFuture<'_> {
+        Box::pin(async move {
+            Err(EventError::Refused {
+                object: target,
+                why: "no calls while a new version is tried out",
+            })
+        })
+    }
+}
+
 /// What a guest's `objects` calls work on.
 pub struct ObjectsView<'a> {
     /// The calling object.

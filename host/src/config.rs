@@ -65,6 +65,21 @@ pub struct Config {
     pub classes: BTreeMap<String, ClassConfig>,
     /// HTTP routes, matched in order. Default: the chat (see [`default_routes`]).
     pub routes: Vec<RouteConfig>,
+    /// After a deploy, watch the new version this long (ms) and roll back by
+    /// itself if its events trap more often than the old version's (see
+    /// `auto_rollback_trap_rate`). 0: never. Default 60 s.
+    pub auto_rollback_ms: u64,
+    /// Roll back when the new version's share of trapping events exceeds the
+    /// old version's by more than this (0.0–1.0). Default 0.2.
+    pub auto_rollback_trap_rate: f64,
+    /// ... once the new version has run at least this many events. Default 20.
+    pub auto_rollback_min_events: u64,
+    /// The admin API's bearer token. Unset: `ROOMHOST_ADMIN_TOKEN`, else a
+    /// token generated into `admin.token` beside the database (mode 0600).
+    pub admin_token: Option<String>,
+    /// Serve the admin API on this address only (default: under `/admin/` on
+    /// `listen`).
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Limits. Each says what a hostile guest or client could exhaust without it.
@@ -96,6 +111,9 @@ pub struct Limits {
     /// The first retry delay of a trapping `on-alarm` (ms); it doubles with each
     /// retry, up to 6 retries.
     pub alarm_retry_base_ms: u64,
+    /// The largest component a deploy may upload, in bytes (its compilation
+    /// costs CPU and memory proportional to its size).
+    pub max_component_bytes: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +129,7 @@ impl Default for Limits {
             max_batch_events: 256,
             alarm_retry_base_ms: 2_000,
             storage_quota_bytes: 1 << 30,
+            max_component_bytes: 64 << 20,
         }
     }
 }
@@ -199,6 +218,11 @@ impl Default for Config {
             limits: Limits::default(),
             classes,
             routes: default_routes(),
+            admin_token: None,
+            admin_listen: None,
+            auto_rollback_ms: 60_000,
+            auto_rollback_trap_rate: 0.2,
+            auto_rollback_min_events: 20,
         }
     }
 }
@@ -272,14 +296,26 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks cross-references and ranges.
+    /// Checks that every route names a class that exists: configured here, or
+    /// (`deployed`) deployed into the database by the admin API.
+    pub fn check_route_classes(&self, deployed: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+        for route in &self.routes {
+            for class in [&route.object, &route.unique_id].into_iter().flatten() {
+                if !self.classes.contains_key(class) && !deployed(class) {
+                    return Err(ConfigError::Invalid(format!(
+                        "route {:?}: no class named {class:?} (neither configured nor deployed)",
+                        route.path
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks names and ranges (route classes: [`Config::check_route_classes`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in self.classes.keys() {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
+            if !crate::ids::valid_class_name(name) {
                 return Err(ConfigError::Invalid(format!(
                     "class name {name:?}: use letters, digits, '-' and '_'"
                 )));
@@ -295,14 +331,6 @@ impl Config {
                     "route {:?}: set exactly one of object, unique_id, page",
                     route.path
                 )));
-            }
-            for class in [&route.object, &route.unique_id].into_iter().flatten() {
-                if !self.classes.contains_key(class) {
-                    return Err(ConfigError::Invalid(format!(
-                        "route {:?}: no class named {class:?}",
-                        route.path
-                    )));
-                }
             }
             if route.object.is_some() && !route.path.contains("{name}") {
                 return Err(ConfigError::Invalid(format!(
@@ -384,9 +412,11 @@ mod tests {
         let e = report(Config::from_toml("listen = 5").expect_err("type error"));
         assert!(e.starts_with("invalid config: "), "{e}");
         assert!(e.contains("listen"), "{e}");
-        let e = Config::from_toml("[[routes]]\npath = \"/x/{name}\"\nobject = \"nope\"")
-            .expect_err("unknown class");
+        let c = Config::from_toml("[[routes]]\npath = \"/x/{name}\"\nobject = \"nope\"")
+            .expect("a route may name a class deployed later");
+        let e = c.check_route_classes(|_| false).expect_err("unknown class");
         assert!(report(e).contains("nope"));
+        assert!(c.check_route_classes(|class| class == "nope").is_ok());
         let e = report(Config::from_toml("bogus = 1").expect_err("unknown field"));
         assert!(e.contains("bogus"), "{e}");
         let dir = tempfile::tempdir().expect("temp dir");

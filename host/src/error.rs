@@ -135,6 +135,64 @@ pub enum ComponentError {
         /// The name after `builtin:`.
         name: String,
     },
+    /// The bytes are not a component at all (not wasm, or a core module).
+    #[error("class {class}: {why}")]
+    NotAComponent {
+        /// The class.
+        class: String,
+        /// What the bytes are instead.
+        why: &'static str,
+    },
+    /// The component compiled and linked, but trapped when instantiated (its
+    /// start function) or in `init`, in a throwaway store with no object.
+    #[error("class {class}: the component traps when it starts (start function or init)")]
+    Trial {
+        /// The class.
+        class: String,
+        /// The trap.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// No class of this name is configured or deployed.
+    #[error("no class named {0:?}")]
+    NoSuchClass(String),
+    /// The class has no version of this id.
+    #[error("class {class}: no version {version:?}")]
+    NoSuchVersion {
+        /// The class.
+        class: String,
+        /// The version id asked for.
+        version: String,
+    },
+    /// A rollback without a target, on the class's first version.
+    #[error("class {0}: no earlier version to roll back to")]
+    NoPreviousVersion(String),
+    /// `promote` without a canary under way.
+    #[error("class {0}: no canary rollout to promote")]
+    NoCanary(String),
+    /// A version's bytes are not in the database (it was damaged or edited).
+    #[error("class {class}: the bytes of version {version} are not in the database")]
+    MissingBytes {
+        /// The class.
+        class: String,
+        /// The version id.
+        version: String,
+    },
+    /// A stored class record could not be read.
+    #[error("class {class}: the stored versions cannot be read")]
+    Stored {
+        /// The class.
+        class: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Versions could not be read or saved.
+    #[error("the component versions could not be stored")]
+    Storage(#[from] StorageError),
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("the component registry is unavailable (a panic poisoned its lock)")]
+    Poisoned,
 }
 
 /// Delivering or running one event failed.
@@ -191,6 +249,14 @@ pub enum EventError {
     /// The callee did not answer in time.
     #[error("object {0}: call timed out")]
     Timeout(ObjectId),
+    /// The host refused to deliver the event.
+    #[error("object {object}: {why}")]
+    Refused {
+        /// The object.
+        object: ObjectId,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 impl EventError {

@@ -72,6 +72,15 @@ pub fn unique_id() -> String {
     out
 }
 
+/// A class name: letters, digits, `-` and `_`, not empty, at most 64 bytes.
+pub fn valid_class_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@
 pub mod alarms;
 pub mod bindings;
 pub mod calls;
+pub mod client;
 pub mod clock;
 pub mod components;
 pub mod config;

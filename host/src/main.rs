@@ -1,4 +1,6 @@
-//! The `roomhost` binary: parse the command line, set up logging, serve.
+//! The `roomhost` binary: parse the command line, set up logging, serve — or
+//! act as a client of a running host's admin API (deploy, rollback, promote,
+//! classes).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +21,56 @@ struct Cli {
 enum Command {
     /// Serve HTTP and WebSockets (the default when no command is given).
     Serve(ServeArgs),
+    /// Deploy a component as a class's new version, into a running host.
+    Deploy {
+        /// The class (a new one is created).
+        class: String,
+        /// The component (`cargo build --release --target wasm32-wasip2`).
+        file: PathBuf,
+        /// Move only this percentage of the class's objects (chosen by a
+        /// stable hash of their ids) until `roomhost promote`.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+        canary: Option<u8>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Go back to the class's previous version (or to --to), or end a canary.
+    Rollback {
+        /// The class.
+        class: String,
+        /// The version id to go back to (see `roomhost classes`).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Move every object of the class to its canary version.
+    Promote {
+        /// The class.
+        class: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List classes, their versions, and the objects on each.
+    Classes {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is, and its token.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The host (its listener, or its `admin_listen`).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin token [default: $ROOMHOST_ADMIN_TOKEN, then the admin.token
+    /// file beside --data].
+    #[arg(long)]
+    token: Option<String>,
+    /// The host's database, to find its generated admin.token beside it.
+    #[arg(long, default_value = "data/roomhost.redb")]
+    data: PathBuf,
 }
 
 #[derive(clap::Args, Default)]
@@ -50,6 +102,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         None => ServeArgs::default(),
+        Some(admin) => return admin_command(admin),
     };
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,12 +182,120 @@ fn serve(args: ServeArgs) -> Result<(), roomhost::Error> {
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(config.listen);
+        let data = config.data.clone();
+        // Open the database, load the components, then say where it listens:
+        // connections wait in the backlog meanwhile.
+        let server = roomhost::Server::new(config)?;
         tracing::info!(
             "roomhost listening on http://{addr} (data: {})",
-            config.data.display()
+            data.display()
         );
-        roomhost::run(listener, config, shutdown_signal()).await
+        server.serve(listener, shutdown_signal()).await
     })
+}
+
+/// Runs an admin command against a running host; prints what happened, or
+/// one line saying why not (exit status 1).
+fn admin_command(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roomhost: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_admin(command)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomhost: {}", roomhost::error::Report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_admin(command: Command) -> Result<String, roomhost::client::ClientError> {
+    use roomhost::client::{AdminClient, find_token};
+    let client = |a: AdminArgs| -> Result<AdminClient, roomhost::client::ClientError> {
+        AdminClient::new(&a.url, find_token(a.token, &a.data)?)
+    };
+    let change = |v: &serde_json::Value| -> String {
+        let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+        let version = &v["version"];
+        let id = version["id"].as_str().unwrap_or("-");
+        let prev = v["previous"].as_str().unwrap_or("none");
+        match v["canary_percent"].as_u64() {
+            Some(p) => format!(
+                "{}: canary {id} on {p}% of objects (the rest stay on {prev}); `roomhost promote {}` moves them all",
+                s("class"),
+                s("class")
+            ),
+            None => format!("{}: version {id} serves now (was {prev})", s("class")),
+        }
+    };
+    match command {
+        Command::Serve(_) => Ok(String::new()),
+        Command::Deploy {
+            class,
+            file,
+            canary,
+            admin,
+        } => {
+            let who = format!(
+                "{}@{}",
+                std::env::var("USER").unwrap_or_else(|_| "someone".into()),
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into())
+            );
+            let v = client(admin)?.deploy(&class, &file, canary, &who).await?;
+            Ok(change(&v))
+        }
+        Command::Rollback { class, to, admin } => {
+            let v = client(admin)?.rollback(&class, to.as_deref()).await?;
+            Ok(change(&v))
+        }
+        Command::Promote { class, admin } => {
+            let v = client(admin)?.promote(&class).await?;
+            Ok(change(&v))
+        }
+        Command::Classes { admin } => {
+            let v = client(admin)?.classes().await?;
+            Ok(classes_table(&v))
+        }
+    }
+}
+
+/// `roomhost classes` as a table.
+fn classes_table(v: &serde_json::Value) -> String {
+    let mut out =
+        String::from("CLASS             VERSION       ACTIVE  LIVE  HIBERNATED  DEPLOYED BY\n");
+    for class in v["classes"].as_array().into_iter().flatten() {
+        let name = class["class"].as_str().unwrap_or("-");
+        let canary = class["canary"]["version"].as_str();
+        for ver in class["versions"].as_array().into_iter().flatten() {
+            let id = ver["id"].as_str().unwrap_or("-");
+            let active = if ver["active"].as_bool() == Some(true) {
+                "*"
+            } else if canary == Some(id) {
+                "canary"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "{name:<17} {id:<13} {active:<7} {:>4}  {:>10}  {}\n",
+                ver["live_objects"].as_u64().unwrap_or(0),
+                ver["hibernated_objects"].as_u64().unwrap_or(0),
+                ver["deployed_by"].as_str().unwrap_or("-"),
+            ));
+        }
+    }
+    out.trim_end().to_string()
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

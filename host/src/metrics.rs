@@ -83,6 +83,12 @@ pub struct Metrics {
     commits: AtomicU64,
     committed_batches: AtomicU64,
     commit_nanos: AtomicU64,
+    compilations: AtomicU64,
+    deploys: AtomicU64,
+    deploys_refused: AtomicU64,
+    rollbacks: AtomicU64,
+    auto_rollbacks: AtomicU64,
+    swaps: AtomicU64,
     /// From a woken object's event arriving to its handler starting.
     pub wake_latency: Histogram,
 }
@@ -121,6 +127,18 @@ pub struct MetricsSnapshot {
     pub committed_batches: u64,
     /// Total time spent committing, in nanoseconds.
     pub commit_nanos: u64,
+    /// Components compiled with Cranelift (not loaded from the cache).
+    pub compilations: u64,
+    /// Versions deployed (the admin API, or a changed config file).
+    pub deploys: u64,
+    /// Deploys refused (invalid component, or a trap in its start or `init`).
+    pub deploys_refused: u64,
+    /// Rollbacks to an earlier version asked for (admin API, CLI).
+    pub rollbacks: u64,
+    /// Rollbacks the host made by itself: a new version trapped too often.
+    pub auto_rollbacks: u64,
+    /// Live instances replaced by another version at an event boundary.
+    pub swaps: u64,
 }
 
 macro_rules! gauge {
@@ -153,6 +171,17 @@ impl Metrics {
     counter!(socket_accepted, sockets_accepted);
     counter!(slow_socket_closed, sockets_closed_slow);
     counter!(auto_responded, auto_responses);
+    counter!(deployed, deploys);
+    counter!(deploy_refused, deploys_refused);
+    counter!(rolled_back, rollbacks);
+    counter!(auto_rolled_back, auto_rollbacks);
+    counter!(swapped, swaps);
+
+    /// Components compiled so far (set by the components, which read it off
+    /// wasmtime's cache).
+    pub(crate) fn set_compilations(&self, n: u64) {
+        self.compilations.store(n, Relaxed);
+    }
 
     pub(crate) fn event_ran(&self, trapped: bool) {
         self.events.fetch_add(1, Relaxed);
@@ -186,6 +215,12 @@ impl Metrics {
             commits: self.commits.load(Relaxed),
             committed_batches: self.committed_batches.load(Relaxed),
             commit_nanos: self.commit_nanos.load(Relaxed),
+            compilations: self.compilations.load(Relaxed),
+            deploys: self.deploys.load(Relaxed),
+            deploys_refused: self.deploys_refused.load(Relaxed),
+            rollbacks: self.rollbacks.load(Relaxed),
+            auto_rollbacks: self.auto_rollbacks.load(Relaxed),
+            swaps: self.swaps.load(Relaxed),
         }
     }
 
@@ -283,6 +318,42 @@ impl Metrics {
             "counter",
             "Time spent committing, in whole seconds.",
             s.commit_nanos / 1_000_000_000,
+        );
+        line(
+            "component_compilations_total",
+            "counter",
+            "Components compiled with Cranelift (not loaded from the compiled-component cache).",
+            s.compilations,
+        );
+        line(
+            "deploys_total",
+            "counter",
+            "Component versions deployed (admin API or a changed config file).",
+            s.deploys,
+        );
+        line(
+            "deploys_refused_total",
+            "counter",
+            "Deploys refused: not a roomhost:object component, or its start or init trapped.",
+            s.deploys_refused,
+        );
+        line(
+            "rollbacks_total",
+            "counter",
+            "Rollbacks to an earlier component version.",
+            s.rollbacks,
+        );
+        line(
+            "auto_rollbacks_total",
+            "counter",
+            "Rollbacks the host made by itself: a new version trapped more often than the old one.",
+            s.auto_rollbacks,
+        );
+        line(
+            "swaps_total",
+            "counter",
+            "Live instances moved to another component version at an event boundary.",
+            s.swaps,
         );
         let w = &self.wake_latency;
         let _ = writeln!(

@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 use crate::components::Components;
 use crate::config::Config;
 use crate::error::{Error, Report, Result};
+use crate::http::admin::AdminToken;
 use crate::http::router::Router;
+use crate::http::{Serves, Site};
 use crate::metrics::Metrics;
 use crate::objects::{AlarmDelivery, Runtime};
 use crate::storage::Db;
@@ -26,6 +28,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Server {
     rt: Arc<Runtime>,
     router: Arc<Router>,
+    admin: Arc<AdminToken>,
     committer: CommitterThread,
 }
 
@@ -34,9 +37,11 @@ impl Server {
     pub fn new(config: Config) -> Result<Server> {
         config.validate()?;
         let router = Router::new(&config.routes)?;
+        let admin = Arc::new(AdminToken::resolve(&config)?);
         let metrics = Arc::new(Metrics::default());
         let db = Db::open(&config.data)?;
-        let components = Components::load(&config)?;
+        let components = Components::load(&config, &db, metrics.clone())?;
+        config.check_route_classes(|class| components.has_class(class))?;
         let (committer, thread) = Committer::start_with(
             db.clone(),
             config.durability,
@@ -64,6 +69,7 @@ impl Server {
         Ok(Server {
             rt,
             router: Arc::new(router),
+            admin,
             committer: thread,
         })
     }
@@ -88,43 +94,46 @@ impl Server {
         let Server {
             rt,
             router,
+            admin,
             committer,
         } = self;
         tokio::pin!(shutdown);
         let storage_failed = rt.committer.failed();
         tokio::pin!(storage_failed);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-                _ = &mut storage_failed => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let (rt2, router2) = (rt.clone(), router.clone());
-            let service =
-                service_fn(move |req| crate::http::handle(rt2.clone(), router2.clone(), peer, req));
-            let stop = rt.shutdown.clone();
+        let serves = match rt.config.admin_listen {
+            Some(_) => Serves::Routes,
+            None => Serves::Everything,
+        };
+        if let Some(addr) = rt.config.admin_listen {
+            let admin_listener = listen(addr).map_err(|source| Error::Io {
+                context: format!("cannot listen on {addr} (admin_listen)"),
+                source,
+            })?;
+            let addr = admin_listener.local_addr().unwrap_or(addr);
+            tracing::info!("admin API on http://{addr}/admin/");
+            let site = Arc::new(Site {
+                router: router.clone(),
+                admin: admin.clone(),
+                serves: Serves::Admin,
+            });
+            let (rt2, stop) = (rt.clone(), rt.shutdown.clone());
             rt.tasks.spawn(async move {
-                let conn = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
                 tokio::select! {
-                    r = conn => if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    },
-                    _ = stop.cancelled() => {}
+                    () = accept(admin_listener, rt2, site) => {}
+                    () = stop.cancelled() => {}
                 }
             });
         }
-        drop(listener);
+        let site = Arc::new(Site {
+            router,
+            admin,
+            serves,
+        });
+        tokio::select! {
+            () = accept(listener, rt.clone(), site) => {}
+            () = &mut shutdown => {}
+            () = &mut storage_failed => {}
+        }
         match &rt.committer.failure() {
             Some(e) => tracing::error!(
                 error = %Report(e),
@@ -158,6 +167,38 @@ impl Server {
             Some(e) => Err(Error::Storage(e)),
             None => Ok(()),
         }
+    }
+}
+
+/// Accepts connections on `listener` and serves each with `site`, until the
+/// future is dropped.
+async fn accept(listener: TcpListener, rt: Arc<Runtime>, site: Arc<Site>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (rt2, site2) = (rt.clone(), site.clone());
+        let service =
+            service_fn(move |req| crate::http::handle(rt2.clone(), site2.clone(), peer, req));
+        let stop = rt.shutdown.clone();
+        rt.tasks.spawn(async move {
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
     }
 }
 

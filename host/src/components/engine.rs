@@ -29,8 +29,9 @@ pub const QUIET_TICK: Duration = Duration::from_millis(100);
 /// How long without guest code before the epoch slows to [`QUIET_TICK`].
 pub const QUIET_AFTER: Duration = Duration::from_secs(1);
 
-/// The engine for `config`'s classes and limits.
-pub(crate) fn engine(config: &Config) -> Result<Engine, ComponentError> {
+/// The engine for `config`'s classes and limits, and its compiled-component
+/// cache (if the data directory can hold one).
+pub(crate) fn engine(config: &Config) -> Result<(Engine, Option<wasmtime::Cache>), ComponentError> {
     let mut ec = EngineConfig::new();
     ec.wasm_component_model(true);
     ec.epoch_interruption(true);
@@ -61,23 +62,26 @@ pub(crate) fn engine(config: &Config) -> Result<Engine, ComponentError> {
     // linear memory: without this, every stack page a live instance ever
     // touched stays resident after eviction.
     ec.async_stack_zeroing(true);
-    // Compiled components are cached next to the database, keyed by content
-    // and engine settings: later starts skip Cranelift entirely (faster, and
-    // its code never has to be paged in).
+    // Compiled components are cached next to the database, keyed by content,
+    // wasmtime version and engine settings: later starts, and rollbacks, skip
+    // Cranelift entirely (faster, and its code never has to be paged in).
+    let mut cache = None;
     if let Some(dir) = cache_dir(config) {
         let mut cc = wasmtime::CacheConfig::new();
         cc.with_directory(dir);
         match wasmtime::Cache::new(cc) {
-            Ok(cache) => {
-                ec.cache(Some(cache));
+            Ok(c) => {
+                ec.cache(Some(c.clone()));
+                cache = Some(c);
             }
             Err(e) => tracing::warn!("compiled-component cache disabled: {e:#}"),
         }
     }
-    Engine::new(&ec).map_err(|source| ComponentError::Engine {
+    let engine = Engine::new(&ec).map_err(|source| ComponentError::Engine {
         context: "engine settings",
         source,
-    })
+    })?;
+    Ok((engine, cache))
 }
 
 /// `<data dir>/cache`, beside the database file.

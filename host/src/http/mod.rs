@@ -6,6 +6,7 @@
 //! Errors never leak internals: clients get a short status text, details go to
 //! the log.
 
+pub mod admin;
 pub mod router;
 pub mod websocket;
 
@@ -44,15 +45,44 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     r
 }
 
+/// What one listener serves.
+pub struct Site {
+    /// The configured routes.
+    pub router: Arc<Router>,
+    /// The admin API's token.
+    pub admin: Arc<admin::AdminToken>,
+    /// Which requests this listener answers.
+    pub serves: Serves,
+}
+
+/// Which requests a listener answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// The routes and the admin API under `/admin/` (the default).
+    Everything,
+    /// The routes only (the admin API has a listener of its own).
+    Routes,
+    /// The admin API only (`admin_listen`).
+    Admin,
+}
+
 /// Serves one request.
 pub async fn handle(
     rt: Arc<Runtime>,
-    router: Arc<Router>,
+    site: Arc<Site>,
     peer: SocketAddr,
     req: HttpRequest<Incoming>,
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
-    let target = match router.find(req.method().as_str(), &path) {
+    let is_admin = path == "/admin" || path.starts_with("/admin/");
+    match (site.serves, is_admin) {
+        (Serves::Everything | Serves::Admin, true) => {
+            return Ok(admin::handle(rt, &site.admin, req).await);
+        }
+        (Serves::Admin, false) => return Ok(text(StatusCode::NOT_FOUND, "not found")),
+        _ => {}
+    }
+    let target = match site.router.find(req.method().as_str(), &path) {
         Match::Found(t, name) => (t.clone(), name),
         Match::WrongMethod => {
             return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));

@@ -17,9 +17,10 @@ use tokio::time::Instant;
 use wasmtime::Store;
 
 use super::live::LiveSlot;
-use super::{Event, ObjectCore, ObjectCtx, Runtime};
+use super::{Event, ObjectCore, ObjectCtx, ObjectStatus, Runtime};
 use crate::bindings::exports::roomhost::object::handler::Guest as Handler;
 use crate::bindings::{Accept, Object, Reply, Request};
+use crate::components::Version;
 use crate::error::{EventError, Report};
 use crate::ids::ObjectId;
 use crate::sockets::{Outbox, Output, SocketConn, SocketEvent, SocketId};
@@ -28,6 +29,8 @@ use crate::sockets::{Outbox, Output, SocketConn, SocketEvent, SocketId};
 struct Live {
     store: Store<ObjectCtx>,
     object: Object,
+    /// The version it is an instance of.
+    version: Arc<Version<ObjectCtx>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -50,6 +53,11 @@ struct Actor {
     /// An instance was created or taken from the warm pool: refill the pool
     /// once the batch's output is out (not on the wake's path).
     refill: bool,
+    /// The components' version generation this actor last checked its
+    /// instance against.
+    versions_seen: u64,
+    /// What the admin API reports about this object.
+    status: Arc<ObjectStatus>,
 }
 
 /// Where the answer to a request or a call goes.
@@ -134,6 +142,7 @@ pub(crate) async fn run(
     id: ObjectId,
     generation: u64,
     mut rx: mpsc::Receiver<Box<Event>>,
+    status: Arc<ObjectStatus>,
 ) {
     rt.metrics.actor_started();
     let core = ObjectCore::new(&rt.db, id.clone(), rt.config.limits.storage_quota_bytes);
@@ -145,6 +154,8 @@ pub(crate) async fn run(
         slot: Arc::new(LiveSlot::default()),
         evicted: false,
         refill: false,
+        versions_seen: 0,
+        status,
     };
     let idle = Duration::from_millis(rt.config.idle_timeout_ms);
     let max_batch = rt.config.limits.max_batch_events;
@@ -269,6 +280,7 @@ impl Actor {
             // Give back the live-instance slot (the permit drops with `live`).
             self.rt.live.release(self.generation);
             self.rt.metrics.instance_dropped();
+            self.status.dropped();
         }
     }
 
@@ -281,7 +293,9 @@ impl Actor {
         let State::Parked(core) = std::mem::replace(&mut self.state, State::Moving) else {
             return Ok(());
         };
-        let Some(pre) = self.rt.components.class(&self.id.class) else {
+        // Read before the version: a change after this is seen at the next event.
+        let seen = self.rt.components.generation();
+        let Some(version) = self.rt.components.version_for(&self.id) else {
             self.state = State::Parked(core);
             return Err(EventError::NoSuchClass(self.id.class.clone()));
         };
@@ -292,12 +306,16 @@ impl Actor {
             self.state = State::Parked(core);
             return Err(EventError::NoInstanceSlot(self.id.clone()));
         };
-        let (store, object) = match self.rt.warm.take(&self.id.class, &self.rt.metrics) {
+        let warm = self
+            .rt
+            .warm
+            .take(&self.id.class, &version.info.id, &self.rt.metrics);
+        let (store, object) = match warm {
             // A pre-warmed instance: bound to this object, no instantiation.
             Some(warm) => warm.bind(core, &self.id),
             None => {
                 let mut store = super::warm::new_store(&self.rt, core);
-                match pre.instantiate_async(&mut store).await {
+                match version.pre.instantiate_async(&mut store).await {
                     Ok(object) => (store, object),
                     Err(e) => {
                         self.rt.live.release(self.generation);
@@ -313,12 +331,37 @@ impl Actor {
         self.rt.metrics.instance_created();
         self.rt.metrics.instance_started();
         self.refill = true;
+        self.versions_seen = seen;
+        self.status.running(&version.info.id);
         self.state = State::Live(Live {
             store,
             object,
+            version,
             _permit: permit,
         });
         Ok(())
+    }
+
+    /// Moves to another version at this event boundary if the object should
+    /// run one (a deploy, a rollback, a canary): the instance is dropped, and
+    /// the event runs on a fresh instance of the new version, after `init`.
+    fn follow_version(&mut self) {
+        let now = self.rt.components.generation();
+        if now == self.versions_seen {
+            return;
+        }
+        self.versions_seen = now;
+        let State::Live(live) = &self.state else {
+            return;
+        };
+        let want = self.rt.components.version_for(&self.id);
+        if let Some(want) = want
+            && want.info.id != live.version.info.id
+        {
+            tracing::debug!(object = %self.id, from = %live.version.info.id, to = %want.info.id, "moving to another version");
+            self.drop_instance();
+            self.rt.metrics.swapped();
+        }
     }
 
     async fn run_batch(&mut self, batch: &mut Vec<(Event, Instant)>) {
@@ -460,6 +503,7 @@ impl Actor {
             }
             _ => Arc::new(vec![self.id.clone()]),
         };
+        self.follow_version();
         let fresh = matches!(self.state, State::Parked(_));
         if let Err(e) = self.instantiate().await {
             tracing::error!(object = %self.id, error = %Report(&e), "cannot create instance");
@@ -511,6 +555,7 @@ impl Actor {
                 ctx.core.sockets.keep_changes();
                 let outbox = std::mem::take(&mut ctx.outbox);
                 self.rt.metrics.event_ran(false);
+                live.version.stats.ran(false);
                 let accepted = accepted.map(|conn| {
                     self.rt.metrics.socket_accepted();
                     self.rt.metrics.socket_opened();
@@ -531,6 +576,7 @@ impl Actor {
                 ctx.core.sockets.undo_changes();
                 ctx.outbox.clear();
                 self.rt.metrics.event_ran(true);
+                live.version.stats.ran(true);
                 tracing::warn!(object = %self.id, error = %Report(&error), "guest trapped; its writes and output are discarded");
                 pending.send();
                 if let Some(retry) = alarm_retry {

@@ -44,6 +44,8 @@ pub struct ObjectCtx {
     pub(crate) core: ObjectCore,
     /// The host: other objects, for `objects.call`.
     rt: Arc<Runtime>,
+    /// A throwaway store (a deploy's trial): `objects.call` is refused.
+    no_calls: bool,
     /// Gated output of the running event.
     pub(crate) outbox: Outbox,
     /// The call chain of the running event (this object last).
@@ -83,6 +85,7 @@ impl ObjectCtx {
             chain: Arc::new(vec![core.id.clone()]),
             core,
             rt: rt.clone(),
+            no_calls: false,
             outbox: Vec::new(),
             ticks: 0,
             pending_socket: None,
@@ -91,6 +94,13 @@ impl ObjectCtx {
             wasi: wasi.build(),
             table: ResourceTable::new(),
         }
+    }
+}
+
+impl ObjectCtx {
+    /// Makes `objects.call` fail: the store is a trial, bound to no object.
+    pub(crate) fn refuse_calls(&mut self) {
+        self.no_calls = true;
     }
 }
 
@@ -130,7 +140,11 @@ impl Capabilities for ObjectCtx {
         ObjectsView {
             object: &self.core.id,
             chain: &self.chain,
-            calls: &self.rt,
+            calls: if self.no_calls {
+                &crate::calls::NoCalls
+            } else {
+                &self.rt
+            },
         }
     }
 

@@ -19,12 +19,13 @@
 
 pub mod actor;
 pub mod ctx;
+pub mod deploy;
 pub mod event;
 pub(crate) mod live;
 pub(crate) mod warm;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,6 +47,39 @@ pub use ctx::{ObjectCore, ObjectCtx};
 pub use event::{Event, ObjectHandle};
 use live::LiveInstances;
 
+/// One object in the directory: its actor's mailbox, and what the admin API
+/// reports about it.
+struct Entry {
+    handle: ObjectHandle,
+    status: Arc<ObjectStatus>,
+}
+
+/// What an object's actor runs now, for `GET /admin/classes`.
+#[derive(Default)]
+pub struct ObjectStatus {
+    /// The version of its live instance, or of the last one (hibernated).
+    version: Mutex<Option<String>>,
+    /// It has a live instance.
+    live: AtomicBool,
+}
+
+impl ObjectStatus {
+    /// A live instance of `version` now runs.
+    pub(crate) fn running(&self, version: &str) {
+        if let Ok(mut v) = self.version.lock()
+            && v.as_deref() != Some(version)
+        {
+            *v = Some(version.to_string());
+        }
+        self.live.store(true, Ordering::Relaxed);
+    }
+
+    /// The instance is gone (evicted, trapped, swapped).
+    pub(crate) fn dropped(&self) {
+        self.live.store(false, Ordering::Relaxed);
+    }
+}
+
 /// State shared by every object of the host.
 pub struct Runtime {
     pub(crate) config: Config,
@@ -54,13 +88,15 @@ pub struct Runtime {
     pub(crate) committer: Committer,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) alarms: Scheduler,
-    directory: Mutex<HashMap<ObjectId, ObjectHandle>>,
+    directory: Mutex<HashMap<ObjectId, Entry>>,
     next_generation: AtomicU64,
     pub(crate) live: LiveInstances,
     pub(crate) warm: warm::WarmPool,
     next_socket_id: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// Deploys, rollbacks and promotions run one at a time.
+    admin_lock: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -87,6 +123,7 @@ impl Runtime {
             next_socket_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            admin_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -110,17 +147,22 @@ impl Runtime {
             .directory
             .lock()
             .map_err(|_| EventError::Unavailable(id.clone()))?;
-        if let Some(h) = dir.get(id)
-            && !h.is_closed()
+        if let Some(e) = dir.get(id)
+            && !e.handle.is_closed()
         {
-            return Ok(h.clone());
+            return Ok(e.handle.clone());
         }
         let (tx, rx) = mpsc::channel(self.config.limits.mailbox_capacity);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let handle = ObjectHandle { tx, generation };
-        dir.insert(id.clone(), handle.clone());
+        let status = Arc::new(ObjectStatus::default());
+        let entry = Entry {
+            handle: handle.clone(),
+            status: status.clone(),
+        };
+        dir.insert(id.clone(), entry);
         self.tasks
-            .spawn(actor::run(self.clone(), id.clone(), generation, rx));
+            .spawn(actor::run(self.clone(), id.clone(), generation, rx, status));
         Ok(handle)
     }
 
@@ -139,12 +181,36 @@ impl Runtime {
         if !rx.is_empty() {
             return false;
         }
-        if dir.get(id).is_some_and(|h| h.generation == generation) {
+        if dir
+            .get(id)
+            .is_some_and(|e| e.handle.generation == generation)
+        {
             dir.remove(id);
         }
         // Senders holding an old handle now fail and come back for a new one.
         rx.close();
         true
+    }
+
+    /// For each class and version: how many objects run it live, and how many
+    /// hibernate on it (their sockets open, no instance; they wake on the
+    /// version that serves then).
+    pub fn objects_by_version(&self) -> HashMap<(String, String), (u64, u64)> {
+        let mut out: HashMap<(String, String), (u64, u64)> = HashMap::new();
+        let Ok(dir) = self.directory.lock() else {
+            return out;
+        };
+        for (id, e) in dir.iter() {
+            let version = e.status.version.lock().ok().and_then(|v| v.clone());
+            let Some(version) = version else { continue };
+            let counts = out.entry((id.class.clone(), version)).or_default();
+            if e.status.live.load(Ordering::Relaxed) {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+        out
     }
 
     /// Delivers an event to `id`, starting its actor if needed.

@@ -22,6 +22,8 @@ use crate::objects::{ObjectCore, ObjectCtx, Runtime};
 pub(crate) struct WarmInstance {
     pub(crate) store: Store<ObjectCtx>,
     pub(crate) object: Object,
+    /// The version it is an instance of.
+    version: String,
 }
 
 impl WarmInstance {
@@ -45,15 +47,34 @@ pub(crate) struct WarmPool {
 }
 
 impl WarmPool {
-    /// Takes a warm instance of `class`, if there is one.
+    /// Takes a warm instance of `class` at `version`, if there is one. Any of
+    /// another version (made before a deploy or a rollback) is dropped.
     pub(crate) fn take(
         &self,
         class: &str,
+        version: &str,
         metrics: &crate::metrics::Metrics,
     ) -> Option<WarmInstance> {
-        let warm = self.ready.lock().ok()?.get_mut(class)?.pop()?;
-        metrics.warm_taken();
-        Some(warm)
+        let mut ready = self.ready.lock().ok()?;
+        let pool = ready.get_mut(class)?;
+        while let Some(warm) = pool.pop() {
+            metrics.warm_taken();
+            if warm.version == version {
+                return Some(warm);
+            }
+        }
+        None
+    }
+
+    /// Drops every warm instance of `class` (its version changed).
+    pub(crate) fn clear_class(&self, class: &str, metrics: &crate::metrics::Metrics) {
+        let drained = match self.ready.lock() {
+            Ok(mut r) => r.remove(class).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        for _ in &drained {
+            metrics.warm_taken();
+        }
     }
 
     fn count(&self, class: &str) -> usize {
@@ -101,18 +122,19 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
     let class = class.to_string();
     rt.tasks.clone().spawn(async move {
         while !rt.shutdown.is_cancelled() && rt.warm.count(&class) < want {
-            let Some(pre) = rt.components.class(&class) else {
+            let Some(version) = rt.components.active(&class) else {
                 break;
             };
             let mut store = new_store(&rt, placeholder(&rt, &class));
             let running = rt.components.guest_running();
-            let made = pre.instantiate_async(&mut store).await;
+            let made = version.pre.instantiate_async(&mut store).await;
             drop(running);
             match made {
                 Ok(object) => {
                     // Counted as created when an object takes it.
                     rt.metrics.warm_added();
-                    rt.warm.put(&class, WarmInstance { store, object });
+                    let version = version.info.id.clone();
+                    rt.warm.put(&class, WarmInstance { store, object, version });
                 }
                 Err(e) => {
                     // The pool may be full (every slot live): try again after
@@ -129,6 +151,23 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
             rt.warm.clear(&rt.metrics);
         }
     });
+}
+
+/// Instantiates `version` in a throwaway store bound to no object and runs
+/// its `init`: what a deploy must pass. Calls to other objects are refused
+/// there, and whatever it writes is discarded.
+pub(crate) async fn trial(
+    rt: &Arc<Runtime>,
+    class: &str,
+    version: &crate::components::Version<ObjectCtx>,
+) -> wasmtime::Result<()> {
+    let mut store = new_store(rt, placeholder(rt, class));
+    store.data_mut().refuse_calls();
+    let running = rt.components.guest_running();
+    let object = version.pre.instantiate_async(&mut store).await?;
+    let init = object.roomhost_object_handler().call_init(&mut store).await;
+    drop(running);
+    init
 }
 
 /// The object a warm instance is made for: its class, no name, nothing stored.

@@ -34,7 +34,7 @@ use crate::error::StorageError;
 use crate::ids::ObjectId;
 pub use host::{StorageView, add_to_linker};
 pub use range::ListQuery;
-use schema::{ALARMS, KV, USAGE};
+use schema::{ALARMS, CLASSES, COMPONENTS, KV, USAGE};
 pub use view::{Batch, ObjectStorage, WriteError, WriteSet};
 
 /// The largest key, in bytes. A guest could otherwise store unbounded keys.
@@ -80,6 +80,8 @@ impl Db {
             txn.open_table(KV)?;
             txn.open_table(USAGE)?;
             txn.open_table(ALARMS)?;
+            txn.open_table(CLASSES)?;
+            txn.open_table(COMPONENTS)?;
             txn.commit()?;
             Ok(db)
         };
@@ -147,6 +149,55 @@ impl Db {
             }
             Ok(out)
         })
+    }
+
+    /// Every class record (`class → JSON`), for start-up.
+    pub fn classes(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(CLASSES)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// A component's bytes by content hash.
+    pub fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(COMPONENTS)?;
+            Ok(table.get(hash)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Writes class records and new component bytes in one durable
+    /// transaction (deploys and rollbacks; rare, and apart from the
+    /// committer, which they wait for at most one commit).
+    pub fn save_classes(
+        &self,
+        records: &[(&str, Vec<u8>)],
+        components: &[(&str, &[u8])],
+    ) -> Result<(), StorageError> {
+        let write = || -> Result<(), redb::Error> {
+            let txn = self.inner.begin_write()?;
+            {
+                let mut classes = txn.open_table(CLASSES)?;
+                for (class, record) in records {
+                    classes.insert(*class, record.as_slice())?;
+                }
+                let mut bytes = txn.open_table(COMPONENTS)?;
+                for (hash, component) in components {
+                    if bytes.get(*hash)?.is_none() {
+                        bytes.insert(*hash, *component)?;
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| StorageError::Commit(Arc::new(e)))
     }
 
     /// Visits committed entries of one object with keys between `lo` and

@@ -13,3 +13,12 @@ pub const ALARMS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ala
 /// Bytes (keys + values) each object stores: `(class, name) → bytes`, kept
 /// exact by the committer, for the per-object quota.
 pub const USAGE: TableDefinition<(&str, &str), u64> = TableDefinition::new("usage");
+
+/// Each class's versions and which one is active: `class → JSON` (see
+/// `components::versions::ClassRecord`). Written by deploys and rollbacks,
+/// read at start-up.
+pub const CLASSES: TableDefinition<&str, &[u8]> = TableDefinition::new("classes");
+
+/// Component bytes by content hash: `sha-256 hex → bytes`. Every version of
+/// every class, so that a restart or a rollback finds what it needs.
+pub const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
