@@ -28,7 +28,11 @@
 //!     bounded send queues, framing;
 //!   - [`alarms`] — one alarm per object, stored, scheduled, retried;
 //!   - [`calls`] — `objects.call` and ids;
+//!   - [`upgrade`] — the `versions` interface: the running version, and the
+//!     one that last wrote the object's data;
 //!   - [`guest_log`] — the `log` interface and the guest's stderr.
+//! - [`client`] — a client of the admin API, for the CLI (`roomhost deploy`
+//!   and its siblings).
 //! - [`config`] — the TOML config and its defaults (the chat, on 127.0.0.1:8080).
 //! - [`guests`] — the table of guests the build script compiled (the built-in
 //!   classes are embedded).
@@ -60,6 +64,7 @@ pub mod sockets;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod upgrade;
 
 pub use config::Config;
 pub use error::{Error, Result};

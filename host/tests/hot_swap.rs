@@ -260,7 +260,13 @@ async fn bad_deploys_are_refused_with_their_cause_while_the_old_version_serves()
     assert_eq!(metric(&host, "deploys_refused_total").await, 5);
     assert_eq!(metric(&host, "deploys_total").await, 0);
     let classes = admin.classes().await.unwrap();
-    let versions = classes["classes"][0]["versions"].as_array().unwrap();
+    let swap = classes["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "swap")
+        .unwrap();
+    let versions = swap["versions"].as_array().unwrap();
     assert_eq!(
         versions.len(),
         1,
@@ -450,4 +456,50 @@ async fn a_version_that_traps_on_every_message_is_rolled_back_by_the_host() {
         }
     }
     assert_eq!(metric(&host, "sockets_open").await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_learns_in_init_which_version_wrote_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Some(TOKEN));
+    let host = spawn_host(dir.path(), &config);
+    let admin = AdminClient::new(&format!("http://{}", host.addr), TOKEN.into()).unwrap();
+    let get = |path: &'static str| async move {
+        let (status, body) = http_request(host.addr, "GET", path, b"").await;
+        (status, body)
+    };
+    let classes = admin.classes().await.unwrap();
+    let swap = classes["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "swap")
+        .unwrap();
+    let v1 = swap["active"].as_str().unwrap().to_string();
+    // An object without data has nothing to migrate.
+    assert_eq!(get("/swap/fresh/versions").await.1, format!("{v1} none"));
+    // v1 writes the room's data.
+    let mut c = Chatter::join(&host, "room").await;
+    assert_eq!(c.say().await, "swap-v1");
+    assert_eq!(get("/swap/room/versions").await.1, format!("{v1} none"));
+    assert_eq!(get("/swap/room/migrated-from").await.0, 404);
+
+    let change = admin
+        .deploy("swap", &wasm("swap-v2"), None, "test")
+        .await
+        .unwrap();
+    let v2 = change["version"]["id"].as_str().unwrap().to_string();
+    // The room's next event runs v2's init, which sees v1's data and
+    // "migrates" it: that write records v2 as the data's writer.
+    assert_eq!(c.say().await, "swap-v2");
+    assert_eq!(get("/swap/room/migrated-from").await, (200, v1.clone()));
+    assert_eq!(get("/swap/room/versions").await.1, format!("{v2} none"));
+    // A room that hibernated through the deploy migrates when it wakes; the
+    // record survives restarts.
+    assert_eq!(get("/swap/fresh/versions").await.1, format!("{v2} none"));
+    drop(c);
+    drop(host);
+    let host = spawn_host(dir.path(), &config);
+    let (_, body) = http_request(host.addr, "GET", "/swap/room/versions", b"").await;
+    assert_eq!(body, format!("{v2} none"));
 }

@@ -43,13 +43,17 @@ pub mod bindings {
 pub use bindings::roomhost::object::types::{
     Accept, Frame, ObjectId, Reply, Request, Response, SocketId,
 };
-pub use bindings::roomhost::object::{alarms, log as host_log, objects, sockets, storage};
+pub use bindings::roomhost::object::{
+    alarms, log as host_log, objects, sockets, storage, versions,
+};
 
 /// What a room object implements. Every method has a default, so an object only
 /// writes the events it cares about.
 pub trait Object {
-    /// Runs when an instance is created: on the first event, and after a trap or an
-    /// eviction. Restore in-memory caches from storage here.
+    /// Runs when an instance is created: on the first event, and after a trap,
+    /// an eviction, or a deploy of a new version. Restore in-memory caches from
+    /// storage here — and migrate data an older version wrote:
+    /// [`versions::upgraded_from`] names it (until this version writes).
     fn init() {}
 
     /// An HTTP request, possibly asking for a WebSocket (`request.websocket`).

@@ -2,7 +2,7 @@
 // `swap-crash`); each crate's lib.rs sets `VERSION`, `TRAP_IN_INIT` and
 // `TRAP_ON_MESSAGE`, then includes this.
 
-use roomhost_sdk::{Frame, Object, Reply, Request, Response, sockets, storage};
+use roomhost_sdk::{Frame, Object, Reply, Request, Response, sockets, storage, versions};
 
 struct Swap;
 
@@ -20,6 +20,12 @@ impl Object for Swap {
         if TRAP_IN_INIT {
             panic!("{VERSION}: init traps on purpose");
         }
+        // The upgrade hook: data written by another version is "migrated"
+        // (here: the migration is noted), which records this version as the
+        // data's writer.
+        if let Some(from) = versions::upgraded_from() {
+            let _ = storage::put("migrated-from", from.as_bytes());
+        }
     }
 
     fn on_request(req: Request) -> Reply {
@@ -29,6 +35,14 @@ impl Object for Swap {
         match req.path.rsplit('/').next() {
             Some("count") => Response::text(200, counter("count").to_string()).into(),
             Some("version") => Response::text(200, VERSION).into(),
+            Some("migrated-from") => match storage::get("migrated-from").ok().flatten() {
+                Some(v) => Response::text(200, String::from_utf8_lossy(&v)).into(),
+                None => Response::text(404, "never migrated").into(),
+            },
+            Some("versions") => {
+                let from = versions::upgraded_from().unwrap_or_else(|| "none".into());
+                Response::text(200, format!("{} {from}", versions::current())).into()
+            }
             _ => Response::text(404, "not found").into(),
         }
     }

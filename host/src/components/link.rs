@@ -14,6 +14,7 @@ use crate::calls::ObjectsView;
 use crate::guest_log::LogView;
 use crate::sockets::SocketsView;
 use crate::storage::StorageView;
+use crate::upgrade::VersionsView;
 
 /// A store's data that can hand each host capability its view.
 pub trait Capabilities: WasiView + Send + 'static {
@@ -27,6 +28,8 @@ pub trait Capabilities: WasiView + Send + 'static {
     fn objects(&mut self) -> ObjectsView<'_>;
     /// The object's log (`log`).
     fn log(&mut self) -> LogView<'_>;
+    /// The running version and the data's (`versions`).
+    fn versions(&mut self) -> VersionsView<'_>;
 }
 
 /// The `types` interface declares types only: its host side holds nothing.
@@ -49,5 +52,6 @@ pub fn linker<T: Capabilities>(engine: &Engine) -> wasmtime::Result<Linker<T>> {
     crate::alarms::add_to_linker(&mut linker, T::alarms)?;
     crate::calls::add_to_linker(&mut linker, T::objects)?;
     crate::guest_log::add_to_linker(&mut linker, T::log)?;
+    crate::upgrade::add_to_linker(&mut linker, T::versions)?;
     Ok(linker)
 }

@@ -290,7 +290,7 @@ impl Actor {
         let State::Parked(_) = self.state else {
             return Ok(());
         };
-        let State::Parked(core) = std::mem::replace(&mut self.state, State::Moving) else {
+        let State::Parked(mut core) = std::mem::replace(&mut self.state, State::Moving) else {
             return Ok(());
         };
         // Read before the version: a change after this is seen at the next event.
@@ -306,6 +306,8 @@ impl Actor {
             self.state = State::Parked(core);
             return Err(EventError::NoInstanceSlot(self.id.clone()));
         };
+        // What this instance writes is recorded as written by its version.
+        core.storage.set_version(&version.info.id);
         let warm = self
             .rt
             .warm

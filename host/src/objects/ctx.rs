@@ -16,6 +16,7 @@ use crate::guest_log::{GuestStderr, LogView};
 use crate::ids::ObjectId;
 use crate::sockets::{AutoResponse, Outbox, SocketConn, SocketTable, SocketsView};
 use crate::storage::{Db, ObjectStorage, StorageView};
+use crate::upgrade::VersionsView;
 
 /// What an object keeps across instances: its storage view and its sockets.
 pub struct ObjectCore {
@@ -145,6 +146,12 @@ impl Capabilities for ObjectCtx {
             } else {
                 &self.rt
             },
+        }
+    }
+
+    fn versions(&mut self) -> VersionsView<'_> {
+        VersionsView {
+            storage: &mut self.core.storage,
         }
     }
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::StorageError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
-use crate::storage::schema::{ALARMS, KV, USAGE};
+use crate::storage::schema::{ALARMS, KV, OBJECT_VERSIONS, USAGE};
 use crate::storage::{Batch, Db, Durability};
 
 struct Request {
@@ -200,6 +200,7 @@ fn write_batch(
         let mut table = txn.open_table(KV)?;
         let mut alarms = txn.open_table(ALARMS)?;
         let mut usage = txn.open_table(USAGE)?;
+        let mut versions = txn.open_table(OBJECT_VERSIONS)?;
         for req in batch {
             let writes = &req.batch.writes;
             match writes.alarm {
@@ -212,6 +213,9 @@ fn write_batch(
                 None => {}
             }
             let (c, n) = (req.id.class.as_str(), req.id.name.as_str());
+            if let Some(writer) = &writes.writer {
+                versions.insert((c, n), writer.as_str())?;
+            }
             // The object's view knows its usage after its first commit; only
             // a fresh one makes us read it.
             let before = match req.batch.usage_before {

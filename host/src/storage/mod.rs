@@ -34,7 +34,7 @@ use crate::error::StorageError;
 use crate::ids::ObjectId;
 pub use host::{StorageView, add_to_linker};
 pub use range::ListQuery;
-use schema::{ALARMS, CLASSES, COMPONENTS, KV, USAGE};
+use schema::{ALARMS, CLASSES, COMPONENTS, KV, OBJECT_VERSIONS, USAGE};
 pub use view::{Batch, ObjectStorage, WriteError, WriteSet};
 
 /// The largest key, in bytes. A guest could otherwise store unbounded keys.
@@ -82,6 +82,7 @@ impl Db {
             txn.open_table(ALARMS)?;
             txn.open_table(CLASSES)?;
             txn.open_table(COMPONENTS)?;
+            txn.open_table(OBJECT_VERSIONS)?;
             txn.commit()?;
             Ok(db)
         };
@@ -134,6 +135,15 @@ impl Db {
             let table = txn.open_table(ALARMS)?;
             let value = table.get((id.class.as_str(), id.name.as_str()))?;
             Ok(value.map(|v| v.value()))
+        })
+    }
+
+    /// The version that last wrote `id`'s keys.
+    pub(crate) fn object_version(&self, id: &ObjectId) -> Result<Option<String>, StorageError> {
+        self.read(|txn| {
+            let table = txn.open_table(OBJECT_VERSIONS)?;
+            let value = table.get((id.class.as_str(), id.name.as_str()))?;
+            Ok(value.map(|v| v.value().to_string()))
         })
     }
 

@@ -22,3 +22,8 @@ pub const CLASSES: TableDefinition<&str, &[u8]> = TableDefinition::new("classes"
 /// Component bytes by content hash: `sha-256 hex → bytes`. Every version of
 /// every class, so that a restart or a rollback finds what it needs.
 pub const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
+
+/// Which version of its class's component last wrote each object's keys:
+/// `(class, name) → version id`, written with the commit.
+pub const OBJECT_VERSIONS: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("object_versions");

@@ -20,6 +20,9 @@ pub struct WriteSet {
     pub entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The alarm was set (`Some(Some(at))`) or deleted (`Some(None)`).
     pub alarm: Option<Option<u64>>,
+    /// The version whose events wrote `entries` (or cleared), recorded with
+    /// them: set when a batch with key writes is taken for commit.
+    pub writer: Option<String>,
 }
 
 impl WriteSet {
@@ -77,6 +80,21 @@ pub struct ObjectStorage {
     /// The same bound at the end of the batch's last kept event (a trap goes
     /// back to it).
     batch_bound: Option<u64>,
+    /// Which version runs, and which wrote (boxed: most of an object's life
+    /// is spent hibernating, where this is not needed).
+    versions: Box<Writers>,
+}
+
+/// The versions an object's storage records as writers.
+#[derive(Default)]
+struct Writers {
+    /// The version of the instance running the object's events.
+    version: Option<String>,
+    /// The version that last wrote the object's keys, as committed (outer
+    /// `None`: not read yet).
+    committed: Option<Option<String>>,
+    /// The writer of the batch taken for commit, until its outcome is known.
+    pending: Option<String>,
 }
 
 /// One object's writes, ready for the committer.
@@ -132,7 +150,37 @@ impl ObjectStorage {
             committed_usage: None,
             bound: None,
             batch_bound: None,
+            versions: Box::default(),
         }
+    }
+
+    /// The events from now on run on `version`: what they write is recorded
+    /// as written by it.
+    pub fn set_version(&mut self, version: &str) {
+        if self.versions.version.as_deref() != Some(version) {
+            self.versions.version = Some(version.to_string());
+        }
+    }
+
+    /// The version of the instance running the object's events.
+    pub fn version(&self) -> Option<&str> {
+        self.versions.version.as_deref()
+    }
+
+    /// The version that last wrote the object's keys, as this event sees it:
+    /// the running version if this batch wrote any, else the committed one.
+    pub fn data_version(&mut self) -> Result<Option<String>, StorageError> {
+        let writes = |w: &WriteSet| w.clear || !w.entries.is_empty();
+        if writes(&self.event) || writes(&self.batch) {
+            return Ok(self.versions.version.clone());
+        }
+        if let Some(w) = &self.versions.pending {
+            return Ok(Some(w.clone()));
+        }
+        if self.versions.committed.is_none() {
+            self.versions.committed = Some(self.db.object_version(&self.id)?);
+        }
+        Ok(self.versions.committed.clone().flatten())
     }
 
     /// Ends the running event: its writes join the batch (`keep`) or are
@@ -150,7 +198,14 @@ impl ObjectStorage {
     /// Takes the batch's writes for commit. Until [`ObjectStorage::committed`]
     /// reports the result, the committed usage is unknown.
     pub fn take_batch(&mut self) -> Batch {
-        let writes = std::mem::take(&mut self.batch);
+        let mut writes = std::mem::take(&mut self.batch);
+        // Record the writer with the keys, unless it is known to be recorded.
+        let v = &mut *self.versions;
+        let recorded = v.committed.as_ref().map(Option::as_deref);
+        if (writes.clear || !writes.entries.is_empty()) && recorded != Some(v.version.as_deref()) {
+            writes.writer = v.version.clone();
+            v.pending = writes.writer.clone();
+        }
         let usage_before = if writes.is_empty() {
             self.committed_usage
         } else {
@@ -164,6 +219,9 @@ impl ObjectStorage {
 
     /// The batch taken last is durable and the object now uses `usage` bytes.
     pub fn committed(&mut self, usage: u64) {
+        if let Some(w) = self.versions.pending.take() {
+            self.versions.committed = Some(Some(w));
+        }
         self.committed_usage = Some(usage);
         self.bound = Some(usage);
         self.batch_bound = Some(usage);
@@ -171,6 +229,8 @@ impl ObjectStorage {
 
     /// The batch taken last was not committed: forget what it assumed.
     pub fn commit_failed(&mut self) {
+        self.versions.pending = None;
+        self.versions.committed = None;
         self.committed_usage = None;
         self.bound = None;
         self.batch_bound = None;
