@@ -308,10 +308,12 @@ impl Actor {
         };
         // What this instance writes is recorded as written by its version.
         core.storage.set_version(&version.info.id);
+        let active = self.rt.components.active(&self.id.class);
+        let active = active.as_ref().map_or("", |a| a.info.id.as_str());
         let warm = self
             .rt
             .warm
-            .take(&self.id.class, &version.info.id, &self.rt.metrics);
+            .take(&self.id.class, &version.info.id, active, &self.rt.metrics);
         let (store, object) = match warm {
             // A pre-warmed instance: bound to this object, no instantiation.
             Some(warm) => warm.bind(core, &self.id),
