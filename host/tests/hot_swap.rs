@@ -49,11 +49,12 @@ fn spawn_host(dir: &Path, config: &Path) -> HostProcess {
     )
 }
 
-/// Runs the `roomhost` CLI against `host`; returns (success, stdout + stderr).
-fn cli(host: &HostProcess, args: &[&str]) -> (bool, String) {
+/// Runs the `roomhost` CLI against the host at `addr`; returns (success,
+/// stdout + stderr).
+fn run_cli(addr: std::net::SocketAddr, args: &[String]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_roomhost"))
         .args(args)
-        .args(["--url", &format!("http://{}", host.addr), "--token", TOKEN])
+        .args(["--url", &format!("http://{addr}"), "--token", TOKEN])
         .output()
         .unwrap();
     let text = format!(
@@ -64,25 +65,18 @@ fn cli(host: &HostProcess, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+fn cli(host: &HostProcess, args: &[&str]) -> (bool, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run_cli(host.addr, &args)
+}
+
 /// Runs the CLI on a blocking thread, so that chatting tasks keep going.
 async fn cli_async(host: &HostProcess, args: &[&str]) -> (bool, String) {
     let addr = host.addr;
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_roomhost"))
-            .args(&args)
-            .args(["--url", &format!("http://{addr}"), "--token", TOKEN])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || run_cli(addr, &args))
+        .await
+        .unwrap()
 }
 
 /// One client in one room: sends numbered messages and checks every reply:

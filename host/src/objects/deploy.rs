@@ -58,7 +58,35 @@ impl Runtime {
         canary: Option<u8>,
     ) -> Result<Change, ComponentError> {
         let _one_at_a_time = self.admin_lock.lock().await;
-        let result = self.try_deploy(class, bytes, deployed_by, canary).await;
+        let result = async {
+            let bytes = Arc::new(bytes);
+            let version = {
+                let (rt, class, bytes, by) = (
+                    self.clone(),
+                    class.to_string(),
+                    bytes.clone(),
+                    deployed_by.to_string(),
+                );
+                // Compiling is seconds of CPU: not on the async workers.
+                tokio::task::spawn_blocking(move || rt.components.prepare(&class, &bytes, &by))
+                    .await
+                    .map_err(|_| ComponentError::Poisoned)??
+            };
+            self.try_out(class, &version).await?;
+            let change = self
+                .components
+                .activate(class, version.clone(), &bytes, canary)?;
+            self.warm.clear_class(class, &self.metrics);
+            if let Some(old) = change
+                .previous
+                .as_deref()
+                .and_then(|id| self.components.loaded(class, id))
+            {
+                self.watch(class, version, old);
+            }
+            Ok(change)
+        }
+        .await;
         match &result {
             Ok(change) => {
                 self.metrics.deployed();
@@ -77,41 +105,6 @@ impl Runtime {
             }
         }
         result
-    }
-
-    async fn try_deploy(
-        self: &Arc<Self>,
-        class: &str,
-        bytes: Vec<u8>,
-        deployed_by: &str,
-        canary: Option<u8>,
-    ) -> Result<Change, ComponentError> {
-        let bytes = Arc::new(bytes);
-        let version = {
-            let (rt, class, bytes, by) = (
-                self.clone(),
-                class.to_string(),
-                bytes.clone(),
-                deployed_by.to_string(),
-            );
-            // Compiling is seconds of CPU: not on the async workers.
-            tokio::task::spawn_blocking(move || rt.components.prepare(&class, &bytes, &by))
-                .await
-                .map_err(|_| ComponentError::Poisoned)??
-        };
-        self.try_out(class, &version).await?;
-        let change = self
-            .components
-            .activate(class, version.clone(), &bytes, canary)?;
-        self.warm.clear_class(class, &self.metrics);
-        if let Some(old) = change
-            .previous
-            .as_deref()
-            .and_then(|id| self.components.loaded(class, id))
-        {
-            self.watch(class, version, old);
-        }
-        Ok(change)
     }
 
     /// Watches a new version for `auto_rollback_ms`: if its events trap more
