@@ -497,3 +497,41 @@ async fn a_new_version_learns_in_init_which_version_wrote_the_data() {
     let (_, body) = http_request(host.addr, "GET", "/swap/room/versions", b"").await;
     assert_eq!(body, format!("{v2} none"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listen_moves_the_admin_api_to_its_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Some(TOKEN));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.insert_str(0, "admin_listen = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, text).unwrap();
+    let host = spawn_host(dir.path(), &config);
+    assert!(
+        eventually(Duration::from_secs(10), || host
+            .output()
+            .contains("admin API on http://"))
+        .await,
+        "{}",
+        host.output()
+    );
+    let out = host.output();
+    let admin_addr: std::net::SocketAddr = out
+        .split("admin API on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The main listener no longer knows /admin/; the admin one knows only it.
+    let main = AdminClient::new(&format!("http://{}", host.addr), TOKEN.into()).unwrap();
+    match main.classes().await {
+        Err(ClientError::Refused { status, .. }) => assert_eq!(status.as_u16(), 404),
+        other => panic!("the main listener answered the admin API: {other:?}"),
+    }
+    let admin = AdminClient::new(&format!("http://{admin_addr}"), TOKEN.into()).unwrap();
+    assert!(admin.classes().await.unwrap()["classes"].is_array());
+    let (status, _) = http_request(admin_addr, "GET", "/swap/r/version", b"").await;
+    assert_eq!(status, 404);
+    let (status, body) = http_request(host.addr, "GET", "/swap/r/version", b"").await;
+    assert_eq!((status, body.as_str()), (200, "swap-v1"));
+}
