@@ -535,3 +535,56 @@ async fn admin_listen_moves_the_admin_api_to_its_own_listener() {
     let (status, body) = http_request(host.addr, "GET", "/swap/r/version", b"").await;
     assert_eq!((status, body.as_str()), (200, "swap-v1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_component_is_a_deploy_and_classes_count_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Some(TOKEN));
+    let mut host = spawn_host(dir.path(), &config);
+    let mut c = Chatter::join(&host, "room").await;
+    assert_eq!(c.say().await, "swap-v1");
+    drop(c);
+    host.kill();
+
+    // The config now names another file: the next start deploys it.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("swap_v1.wasm", "swap_v2.wasm");
+    std::fs::write(&config, text).unwrap();
+    let host = spawn_host(dir.path(), &config);
+    assert!(
+        host.output().contains("deployed as a new version"),
+        "{}",
+        host.output()
+    );
+    assert_eq!(metric(&host, "deploys_total").await, 1);
+    let admin = AdminClient::new(&format!("http://{}", host.addr), TOKEN.into()).unwrap();
+    let swap = |v: serde_json::Value| {
+        v["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["class"] == "swap")
+            .unwrap()
+            .clone()
+    };
+    let mut c = Chatter::join(&host, "room").await;
+    c.sent = 1;
+    assert_eq!(
+        c.say().await,
+        "swap-v2",
+        "the count goes on: storage carried over"
+    );
+    let listed = swap(admin.classes().await.unwrap());
+    let versions = listed["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{listed}");
+    assert_eq!(versions[0]["deployed_by"], "config");
+    assert_eq!(versions[1]["active"], true);
+    assert_eq!(versions[1]["live_objects"], 1, "{listed}");
+    // Idle for 300 ms: the room hibernates on its version, its socket open.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let listed = swap(admin.classes().await.unwrap());
+    assert_eq!(listed["versions"][1]["live_objects"], 0, "{listed}");
+    assert_eq!(listed["versions"][1]["hibernated_objects"], 1, "{listed}");
+    assert_eq!(c.say().await, "swap-v2");
+}
