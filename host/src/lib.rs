@@ -10,16 +10,18 @@
 //!
 //! - [`server`] — `run(listener, config, shutdown)`: open, accept, serve, drain.
 //! - [`http`] — routes ([`http::router`]), the chat page, WebSocket upgrades,
-//!   and each accepted socket's task ([`http::websocket`]).
+//!   each accepted socket's task ([`http::websocket`]), and the admin API
+//!   ([`http::admin`]).
 //! - [`objects`] — the directory (one actor per id), the actor that owns an
 //!   object's wasmtime `Store` and runs its events in order, in batches
 //!   ([`objects::actor`]), its events ([`objects::event`]), the store's data
 //!   and the capability views built from it ([`objects::ctx`]), the bound on
-//!   live instances ([`objects::live`]) and pre-warmed instances
-//!   ([`objects::warm`]).
+//!   live instances (`objects::live`), pre-warmed instances
+//!   (`objects::warm`), and deploys, rollbacks and canaries under live
+//!   traffic ([`objects::deploy`]).
 //! - [`components`] — the engine ([`components::engine`]), the linker that
-//!   links every capability ([`components::link`]), each class's pre-linked
-//!   component.
+//!   links every capability ([`components::link`]), each class's versions
+//!   ([`components::versions`]), compiled and pre-linked.
 //! - The capabilities, one per WIT interface, each a view type implementing
 //!   its interface's `Host` trait and its own `add_to_linker`; none knows the
 //!   object:

@@ -10,7 +10,7 @@
 //!   mailbox; the actor ([`actor`]) owns the wasmtime `Store` and runs events
 //!   one at a time in arrival order.
 //! - [`ctx`]: what the `Store` holds, and the capability views built from it.
-//! - [`live`]: the bound on live instances; [`warm`]: instances made ahead of
+//! - `live`: the bound on live instances; `warm`: instances made ahead of
 //!   time.
 //!
 //! The directory is what the capabilities reach other objects through:
