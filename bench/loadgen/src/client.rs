@@ -154,6 +154,9 @@ pub struct ClientPlan {
     pub expect: u64,
     /// Report every delivery and error frame as an event (`wake`).
     pub report_each: bool,
+    /// Check each sender's sequence numbers: count duplicates and messages
+    /// that arrive after a later one of the same sender (`swap`).
+    pub check_order: bool,
 }
 
 /// What clients tell the coordinator.
@@ -224,6 +227,10 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// Where events go.
     pub events: mpsc::UnboundedSender<Event>,
+    /// `(at_ns, width_ns)`, set before the start when a scenario wants the
+    /// latency of others' messages sent in `[at − width, at)` and
+    /// `[at, at + width)` apart (`swap`: the 1 s before and after a deploy).
+    pub split: OnceLock<(u64, u64)>,
 }
 
 /// What clients count of the chat once ready: one client's, or the sum over
@@ -254,6 +261,17 @@ pub struct Counts {
     pub last_delivery_ns: Option<u64>,
     /// Last echo of a sender's own message (ns since the epoch).
     pub last_ack_ns: Option<u64>,
+    /// Deliveries of a message this client had already received (only
+    /// counted with `check_order`).
+    pub duplicates: u64,
+    /// Deliveries that came after a later message of the same sender (only
+    /// counted with `check_order`).
+    pub out_of_order: u64,
+    /// Latency of others' messages sent in the window before the split (see
+    /// [`Shared::split`]).
+    pub before_split: Histogram,
+    /// Latency of others' messages sent in the window from the split on.
+    pub after_split: Histogram,
 }
 
 impl Counts {
@@ -273,6 +291,77 @@ impl Counts {
         self.foreign += other.foreign;
         self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
         self.last_ack_ns = self.last_ack_ns.max(other.last_ack_ns);
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.before_split.merge(&other.before_split);
+        self.after_split.merge(&other.after_split);
+    }
+}
+
+/// The largest sequence number [`SeqCheck`] tracks (2^24): anything above is
+/// counted out of order rather than grow a bitmap without bound.
+const MAX_CHECKED_SEQ: u32 = 1 << 24;
+
+/// Which messages of each sender a client has received: one bitmap per
+/// sender (a room has a handful), so a duplicate or a late message is
+/// recognised exactly.
+#[derive(Debug, Default)]
+pub struct SeqCheck {
+    senders: Vec<SenderSeqs>,
+}
+
+#[derive(Debug)]
+struct SenderSeqs {
+    sender: u32,
+    seen: Vec<u64>,
+    /// One past the highest sequence number seen.
+    next: u32,
+}
+
+/// How a delivery fits the sender's sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen before, and no later message of its sender was seen before
+    /// it.
+    InOrder,
+    /// Seen before.
+    Duplicate,
+    /// Not seen before, but a later message of its sender was.
+    OutOfOrder,
+}
+
+impl SeqCheck {
+    /// Records message `seq` of `sender`.
+    pub fn see(&mut self, sender: u32, seq: u32) -> Seen {
+        if seq >= MAX_CHECKED_SEQ {
+            return Seen::OutOfOrder;
+        }
+        let i = match self.senders.iter().position(|s| s.sender == sender) {
+            Some(i) => i,
+            None => {
+                self.senders.push(SenderSeqs {
+                    sender,
+                    seen: Vec::new(),
+                    next: 0,
+                });
+                self.senders.len() - 1
+            }
+        };
+        let s = &mut self.senders[i];
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if word >= s.seen.len() {
+            s.seen.resize(word + 1, 0);
+        }
+        if s.seen[word] & bit != 0 {
+            return Seen::Duplicate;
+        }
+        s.seen[word] |= bit;
+        if seq < s.next {
+            Seen::OutOfOrder
+        } else {
+            s.next = seq + 1;
+            Seen::InOrder
+        }
     }
 }
 
@@ -343,7 +432,10 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
         send,
         expect,
         report_each,
+        check_order,
     } = plan;
+    let mut seqs = check_order.then(SeqCheck::default);
+    let mut split: Option<(u64, u64)> = None;
     let mut st = ClientStats {
         id,
         ..ClientStats::default()
@@ -415,12 +507,28 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
                             st.counts.deliveries += 1;
                             st.first_delivery_ns.get_or_insert(now);
                             st.counts.last_delivery_ns = Some(now);
+                            if let Some(seqs) = &mut seqs {
+                                match seqs.see(stamp.sender, stamp.seq) {
+                                    Seen::InOrder => {}
+                                    Seen::Duplicate => st.counts.duplicates += 1,
+                                    Seen::OutOfOrder => st.counts.out_of_order += 1,
+                                }
+                            }
                             if stamp.sender == id {
                                 st.counts.acks += 1;
                                 st.counts.ack_latency.record(lat);
                                 st.counts.last_ack_ns = Some(now);
                             } else {
                                 st.counts.latency.record(lat);
+                                if let Some((at, width)) = split {
+                                    if stamp.t_ns >= at {
+                                        if stamp.t_ns - at < width {
+                                            st.counts.after_split.record(lat);
+                                        }
+                                    } else if at - stamp.t_ns <= width {
+                                        st.counts.before_split.record(lat);
+                                    }
+                                }
                             }
                             if report_each {
                                 let _ = shared.events.send(Event::Delivered { id, stamp, latency_ns: lat });
@@ -456,6 +564,7 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
             _ = &mut stop_fut => break None,
             _ = &mut start_fut, if !started => {
                 started = true;
+                split = shared.split.get().copied();
                 if let Some((interval, offset)) = paced {
                     let at = shared.start_at.get().copied().unwrap_or_else(Instant::now) + offset;
                     let mut t = tokio::time::interval_at(at.into(), interval);
@@ -535,4 +644,24 @@ pub async fn run_client(shared: Arc<Shared>, plan: ClientPlan) -> ClientStats {
         }
     }
     st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_check_finds_duplicates_and_late_messages() {
+        let mut c = SeqCheck::default();
+        assert_eq!(c.see(7, 0), Seen::InOrder);
+        assert_eq!(c.see(9, 0), Seen::InOrder, "senders are apart");
+        assert_eq!(c.see(7, 1), Seen::InOrder);
+        assert_eq!(c.see(7, 1), Seen::Duplicate);
+        assert_eq!(c.see(7, 3), Seen::InOrder, "a gap is not (yet) a fault");
+        assert_eq!(c.see(7, 2), Seen::OutOfOrder, "it came after 3");
+        assert_eq!(c.see(7, 2), Seen::Duplicate);
+        assert_eq!(c.see(7, 200), Seen::InOrder);
+        assert_eq!(c.see(9, 1), Seen::InOrder);
+        assert_eq!(c.see(9, MAX_CHECKED_SEQ), Seen::OutOfOrder);
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Real WebSocket chat clients (tokio-tungstenite) against a roomhost on
 //! 127.0.0.1, each connecting from its own loopback source address
-//! ([`addr`]), in five scenarios ([`scenarios`]): `fanout`, `join`, `idle`,
-//! `wake` and `durable`. Everything is in one process, so message latency is
+//! ([`addr`]), in six scenarios ([`scenarios`]): `fanout`, `join`, `idle`,
+//! `wake`, `durable` and `swap`. Everything is in one process, so message latency is
 //! measured one way: the send time rides in the message text ([`proto`]).
 //!
 //! Each client is one task that keeps its own statistics ([`client`]); the
@@ -28,6 +28,7 @@ pub use scenarios::durable::{DurableOpts, DurableReport, durable};
 pub use scenarios::fanout::{FanoutOpts, FanoutReport, fanout};
 pub use scenarios::idle::{IdleOpts, IdleReport, idle};
 pub use scenarios::join::{JoinOpts, JoinReport, join};
+pub use scenarios::swap::{SwapOpts, SwapReport, swap};
 pub use scenarios::wake::{WakeOpts, WakeReport, wake};
 
 /// Options every scenario takes.

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use loadgen::{Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, ScenarioFailed, WakeOpts, sys};
+use loadgen::{
+    Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, ScenarioFailed, SwapOpts, WakeOpts, sys,
+};
 use serde::Serialize;
 
 /// Load generator for roomhost's chat: real WebSocket clients, each from its
@@ -35,6 +37,8 @@ enum Cmd {
     Wake(WakeOpts),
     /// Durable messages/s and ack latency, 1 sender + 1 receiver per room.
     Durable(DurableOpts),
+    /// Hot swap of the chat's class under paced load (needs the admin token).
+    Swap(SwapOpts),
 }
 
 fn print<R: std::fmt::Display + Serialize>(report: &R, json: bool) {
@@ -55,6 +59,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Idle(o) => print(&loadgen::idle(c, o).await?, cli.json),
         Cmd::Wake(o) => print(&loadgen::wake(c, o).await?, cli.json),
         Cmd::Durable(o) => print(&loadgen::durable(c, o).await?, cli.json),
+        Cmd::Swap(o) => print(&loadgen::swap(c, o).await?, cli.json),
     }
     Ok(())
 }

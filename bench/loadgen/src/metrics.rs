@@ -69,20 +69,45 @@ pub async fn fetch_metrics(host: SocketAddr) -> MetricsFetch {
 
 /// A minimal HTTP/1.1 GET; returns (status, body).
 pub async fn http_get(host: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(host, "GET", path, &[], &[], Duration::from_secs(10)).await
+}
+
+/// One HTTP/1.1 request on a fresh connection (`connection: close`) to a
+/// loopback `host`, with `headers` and `body` (sent with its
+/// `content-length`); returns (status, body). Fails after `timeout`.
+pub async fn http_request(
+    host: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
     crate::addr::check_loopback(host)?;
     let work = async {
         let mut s = TcpStream::connect(host)
             .await
             .with_context(|| format!("connecting to {host}"))?;
-        let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method != "GET" {
+            req.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
         s.write_all(req.as_bytes()).await?;
+        s.write_all(body).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         parse_response(&buf)
     };
-    tokio::time::timeout(Duration::from_secs(10), work)
-        .await
-        .context("GET timed out after 10 s")?
+    tokio::time::timeout(timeout, work).await.with_context(|| {
+        format!(
+            "{method} {path} timed out after {:.1} s",
+            timeout.as_secs_f64()
+        )
+    })?
 }
 
 /// Splits a whole HTTP/1.1 response into status and (de-chunked) body.

@@ -35,6 +35,10 @@ pub struct Run {
     pub sender_errors: u64,
     /// Clients that received everything expected.
     pub done: usize,
+    /// Clients that failed (counted only with `tolerate_failures`).
+    pub failed: usize,
+    /// Count a client's failure instead of failing the run with it.
+    pub tolerate_failures: bool,
     overflows_at_spawn: Option<u64>,
 }
 
@@ -50,6 +54,7 @@ impl Run {
             start_at: OnceLock::new(),
             stop: CancellationToken::new(),
             events: tx,
+            split: OnceLock::new(),
         });
         let n = plans.len();
         let overflows_at_spawn = sys::listen_overflows();
@@ -70,6 +75,8 @@ impl Run {
             settled: 0,
             sender_errors: 0,
             done: 0,
+            failed: 0,
+            tolerate_failures: false,
             overflows_at_spawn,
         }
     }
@@ -107,6 +114,7 @@ impl Run {
                 self.sender_errors += errors;
             }
             Event::Done { .. } => self.done += 1,
+            Event::Failed { .. } if self.tolerate_failures => self.failed += 1,
             Event::Failed { error, .. } => bail!("{error} (while {phase}; {})", self.progress()),
             Event::Delivered { .. } | Event::ErrorFrame { .. } => {}
         }
@@ -159,6 +167,24 @@ impl Run {
             }
         }
         Ok(true)
+    }
+
+    /// Waits until every client has received everything it expects or has
+    /// failed (with `tolerate_failures`), or until `until`. Returns whether
+    /// every client finished.
+    pub async fn wait_done_by(&mut self, until: tokio::time::Instant) -> anyhow::Result<bool> {
+        while self.done + self.failed < self.n {
+            tokio::select! {
+                ev = self.next_event("waiting for deliveries") => { ev?; }
+                _ = tokio::time::sleep_until(until) => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The overall deadline.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
     }
 
     /// Whether the overall deadline has passed.

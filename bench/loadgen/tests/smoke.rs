@@ -2,14 +2,15 @@
 //! started in-process on 127.0.0.1:0 with a fresh redb file.
 //!
 //! The host runs with its rate limiter on (the default config), so every
-//! client here sends at most 3 messages — each from its own source address.
+//! client here sends at most 3 messages — each from its own source address;
+//! `swap`, whose senders send more, turns it off.
 
 #![allow(clippy::unwrap_used)]
 
 use loadgen::metrics::MetricsFetch;
 use loadgen::{
-    Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, ScenarioFailed, WakeOpts, durable, fanout,
-    idle, join, wake,
+    Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, ScenarioFailed, SwapOpts, WakeOpts,
+    durable, fanout, idle, join, swap, wake,
 };
 use roomhost::Config;
 use roomhost::testing::TestHost;
@@ -41,15 +42,15 @@ async fn fanout_burst_delivers_everything() {
     let r = fanout(&options(&host), &opts).await.unwrap();
     println!("{r}");
     // 2 rooms × 2 senders × 3 messages × 3 members.
-    assert_eq!(r.expected, 36);
-    assert_eq!(r.deliveries, 36);
-    assert_eq!(r.missing, 0);
+    assert_eq!(r.delivered.expected, 36);
+    assert_eq!(r.delivered.deliveries, 36);
+    assert_eq!(r.delivered.missing, 0);
     assert_eq!(r.sent, 12);
-    assert_eq!(r.rate_limited, 0);
+    assert_eq!(r.delivered.rate_limited, 0);
     // Each message reaches the 2 other members of its room.
-    assert_eq!(r.latency.count, 24);
-    assert_eq!(r.echo_latency.count, 12);
-    assert!(r.deliveries_per_s > 0.0);
+    assert_eq!(r.delivered.latency.count, 24);
+    assert_eq!(r.delivered.echo_latency.count, 12);
+    assert!(r.delivered.deliveries_per_s > 0.0);
     host.stop().await;
 }
 
@@ -65,9 +66,9 @@ async fn fanout_paced_delivers_everything() {
         drain_secs: 5,
     };
     let r = fanout(&options(&host), &opts).await.unwrap();
-    assert_eq!((r.deliveries, r.expected), (24, 24));
+    assert_eq!((r.delivered.deliveries, r.delivered.expected), (24, 24));
     // 3 messages 20 ms apart: the window is at least 40 ms.
-    assert!(r.window_s >= 0.04, "{r}");
+    assert!(r.delivered.window_s >= 0.04, "{r}");
     host.stop().await;
 }
 
@@ -198,6 +199,93 @@ async fn durable_every_message_acknowledged() {
     );
     assert_eq!(r.ack_latency.count, 9);
     assert!(r.durable_messages_per_s > 0.0);
+    host.stop().await;
+}
+
+/// The `swap` options of the smoke tests: 6 clients, 2 rooms, 1 sender per
+/// room every 40 ms, the deploy after 0.3 s, 0.5 s more.
+fn small_swap(token: Option<&str>) -> SwapOpts {
+    SwapOpts {
+        clients: 6,
+        rooms: 2,
+        senders: 1,
+        interval_ms: 40,
+        warmup_secs: 0.3,
+        after_secs: 0.5,
+        component: roomhost::guests::wasm("chat-room"),
+        admin_token: token.map(str::to_string),
+        class: "chat-room".into(),
+        admin_host: None,
+        poll_ms: 10,
+        drain_secs: 5,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swap_moves_every_room_without_losing_anything() {
+    let host = start_host(|c| {
+        c.admin_token = Some("smoke-token".into());
+        // The rooms of one run are evicted soon after it, so that only the
+        // next run's rooms are live on the class (what `swap` waits for).
+        c.idle_timeout_ms = 300;
+        let chat = c.classes.get_mut("chat-room").unwrap();
+        chat.vars.insert("RATE_LIMIT".into(), "off".into());
+    })
+    .await;
+    let common = Common {
+        host_pid: Some(std::process::id()),
+        ..options(&host)
+    };
+    let r = swap(&common, &small_swap(Some("smoke-token")))
+        .await
+        .unwrap();
+    println!("{r}");
+    assert_eq!(r.deploy_status, 200, "{r}");
+    assert!(r.deploy_error.is_none(), "{r}");
+    let (old, new) = (
+        r.old_version.clone().unwrap(),
+        r.new_version.clone().unwrap(),
+    );
+    assert_ne!(old, new);
+    assert!(r.all_moved, "{r}");
+    assert_eq!(r.on_new.live, 2, "{r}");
+    assert_eq!(r.on_old.live, 0, "{r}");
+    assert!(r.moved_after_s.unwrap() >= r.deploy_request_s, "{r}");
+    assert_eq!(r.dropped, 0, "{r}");
+    // 20 messages per sender (0.8 s / 40 ms), 2 senders, 3 members each.
+    assert_eq!(r.messages_per_sender, 20);
+    assert_eq!((r.sent, r.delivered.expected), (40, 120));
+    assert_eq!(r.delivered.deliveries, 120, "{r}");
+    assert_eq!(
+        (r.delivered.missing, r.duplicates, r.out_of_order),
+        (0, 0, 0),
+        "{r}"
+    );
+    assert_eq!(r.delivered.rate_limited, 0);
+    // Messages sent on both sides of the deploy reached the other members.
+    assert!(
+        r.latency_before.count > 0 && r.latency_after.count > 0,
+        "{r}"
+    );
+    assert_eq!(r.delivered.latency.count, 80);
+    assert!(r.delivered.cpu.host_cpu_s.is_some());
+
+    // The host now runs the new version; a second swap moves the rooms again
+    // (fresh rooms this time, with a fresh nonce: another version).
+    let again = swap(&options(&host), &small_swap(Some("smoke-token")))
+        .await
+        .unwrap();
+    assert_eq!(again.old_version.as_deref(), Some(new.as_str()));
+    assert!(
+        again.all_moved && again.dropped == 0 && again.delivered.missing == 0,
+        "{again}"
+    );
+
+    // A wrong token: the deploy is refused (401) and the run reports it.
+    let err = swap(&options(&host), &small_swap(Some("wrong")))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("401"), "{err:#}");
     host.stop().await;
 }
 

@@ -146,6 +146,7 @@ pub async fn durable(common: &Common, opts: &DurableOpts) -> anyhow::Result<Dura
                 },
                 expect: u64::from(opts.messages),
                 report_each: false,
+                check_order: false,
             });
         }
     }

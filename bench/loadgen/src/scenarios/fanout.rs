@@ -4,15 +4,15 @@
 //! than the sender; the sender's own echo is reported separately.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::{ClientPlan, SendPlan};
+use crate::client::SendPlan;
 use crate::hist::LatencySummary;
-use crate::run::{Run, Totals, host_rss};
-use crate::sys::{CpuMeter, CpuUsage};
+use crate::run::{Run, Totals};
+use crate::scenarios::{Deliveries, per_s, room_clients};
+use crate::sys::CpuMeter;
 use crate::{Common, RATE_LIMIT_ADVICE, ScenarioFailed};
 
 /// `fanout` options.
@@ -61,36 +61,11 @@ pub struct FanoutReport {
     pub listen_overflows: Option<u64>,
     /// Messages sent.
     pub sent: u64,
-    /// Deliveries received (every member, senders included).
-    pub deliveries: u64,
-    /// Σ over rooms of senders × messages × members.
-    pub expected: u64,
-    /// expected − deliveries (when positive).
-    pub missing: u64,
-    /// Seconds from the start signal to the last delivery.
-    pub window_s: f64,
-    /// deliveries / window.
-    pub deliveries_per_s: f64,
+    /// What the clients received, and the cost.
+    #[serde(flatten)]
+    pub delivered: Deliveries,
     /// Messages accepted (echoed to their sender) / window.
     pub messages_per_s: f64,
-    /// Send → receive at members other than the sender.
-    pub latency: LatencySummary,
-    /// Send → the sender's own echo.
-    pub echo_latency: LatencySummary,
-    /// Rate-limit errors the senders got.
-    pub rate_limited: u64,
-    /// Other error frames.
-    pub other_errors: u64,
-    /// The first error text.
-    pub first_error: Option<String>,
-    /// CPU over the send phase (start signal → everything received).
-    pub cpu: CpuUsage,
-    /// Host CPU µs per delivery.
-    pub host_us_per_delivery: Option<f64>,
-    /// Load generator CPU µs per delivery.
-    pub loadgen_us_per_delivery: f64,
-    /// Host RSS at the end, if its pid is known.
-    pub host_rss_bytes: Option<u64>,
 }
 
 impl std::fmt::Display for FanoutReport {
@@ -115,28 +90,20 @@ impl std::fmt::Display for FanoutReport {
             self.join_wall_s, self.join
         );
         crate::scenarios::overflow_line(&mut s, self.listen_overflows);
+        let d = &self.delivered;
         let _ = writeln!(
             s,
             "  deliveries:   {} of {} expected ({} missing), {} messages sent",
-            self.deliveries, self.expected, self.missing, self.sent
+            d.deliveries, d.expected, d.missing, self.sent
         );
         let _ = writeln!(
             s,
             "  throughput:   {:.0} deliveries/s, {:.0} messages/s over {:.3} s (first send → last delivery)",
-            self.deliveries_per_s, self.messages_per_s, self.window_s
+            d.deliveries_per_s, self.messages_per_s, d.window_s
         );
-        let _ = writeln!(s, "  latency:      {}", self.latency);
-        let _ = writeln!(s, "  echo latency: {}", self.echo_latency);
-        crate::scenarios::Tail {
-            rate_limited: self.rate_limited,
-            other_errors: self.other_errors,
-            first_error: self.first_error.as_deref(),
-            cpu: &self.cpu,
-            units: self.deliveries,
-            unit: "delivery",
-            host_rss_bytes: self.host_rss_bytes,
-        }
-        .write(&mut s);
+        let _ = writeln!(s, "  latency:      {}", d.latency);
+        let _ = writeln!(s, "  echo latency: {}", d.echo_latency);
+        d.write_tail(&mut s);
         f.write_str(s.trim_end())
     }
 }
@@ -159,43 +126,29 @@ pub async fn fanout(common: &Common, opts: &FanoutOpts) -> anyhow::Result<Fanout
     let res = common.resolve(u64::from(n), u64::from(r))?;
     crate::proto::epoch();
 
-    let rooms: Vec<Arc<str>> = (0..u64::from(r)).map(|i| res.room(i).into()).collect();
     let per_room_msgs = u64::from(opts.senders) * u64::from(opts.messages);
     let total_senders = u64::from(opts.senders) * u64::from(r);
-    let mut plans = Vec::with_capacity(n as usize);
-    let mut sender_index = 0u64;
-    for i in 0..n {
-        let in_room = i / r;
-        let send = if in_room < opts.senders {
-            let plan = match opts.interval_ms {
-                None => SendPlan::Window {
-                    count: opts.messages,
-                    window: u32::MAX,
-                },
-                Some(ms) => SendPlan::Paced {
-                    count: opts.messages,
-                    interval: Duration::from_millis(ms),
-                    offset: Duration::from_nanos(
-                        (u128::from(ms) * 1_000_000 * u128::from(sender_index)
-                            / u128::from(total_senders)) as u64,
-                    ),
-                },
-            };
-            sender_index += 1;
-            plan
-        } else {
-            SendPlan::Idle
-        };
-        plans.push(ClientPlan {
-            id: i,
-            room: rooms[(i % r) as usize].clone(),
-            source: res.source(u64::from(i))?,
-            send,
-            expect: per_room_msgs,
-            report_each: false,
-        });
-    }
-    let expected = per_room_msgs * u64::from(n);
+    let (plans, expected) = room_clients(
+        &res,
+        n,
+        r,
+        opts.senders,
+        per_room_msgs,
+        false,
+        |k, all| match opts.interval_ms {
+            None => SendPlan::Window {
+                count: opts.messages,
+                window: u32::MAX,
+            },
+            Some(ms) => SendPlan::Paced {
+                count: opts.messages,
+                interval: Duration::from_millis(ms),
+                offset: Duration::from_nanos(
+                    (u128::from(ms) * 1_000_000 * u128::from(k) / u128::from(all)) as u64,
+                ),
+            },
+        },
+    )?;
 
     let mut run = Run::spawn(&res, plans);
     let phase = async {
@@ -223,17 +176,14 @@ pub async fn fanout(common: &Common, opts: &FanoutOpts) -> anyhow::Result<Fanout
     let (join, join_wall_s, listen_overflows, start_ns, cpu, _complete) = phase?;
 
     let t = Totals::of(&stats);
-    let window_s = t
-        .counts
-        .last_delivery_ns
-        .map_or(0.0, |l| l.saturating_sub(start_ns) as f64 / 1e9);
-    let rate = |x: u64| {
-        if window_s > 0.0 {
-            x as f64 / window_s
-        } else {
-            0.0
-        }
-    };
+    let delivered = Deliveries::of(
+        &t,
+        start_ns,
+        expected,
+        t.counts.deliveries,
+        cpu,
+        res.host_pid,
+    );
     let report = FanoutReport {
         clients: n,
         rooms: r,
@@ -245,41 +195,25 @@ pub async fn fanout(common: &Common, opts: &FanoutOpts) -> anyhow::Result<Fanout
         join,
         listen_overflows,
         sent: t.sent,
-        deliveries: t.counts.deliveries,
-        expected,
-        missing: expected.saturating_sub(t.counts.deliveries),
-        window_s,
-        deliveries_per_s: rate(t.counts.deliveries),
-        messages_per_s: rate(t.counts.acks),
-        latency: t.counts.latency.summary_us(),
-        echo_latency: t.counts.ack_latency.summary_us(),
-        rate_limited: t.counts.rate_limited,
-        other_errors: t.counts.other_errors,
-        first_error: t.counts.first_error.clone(),
-        host_us_per_delivery: cpu.host_us_per(t.counts.deliveries),
-        loadgen_us_per_delivery: if t.counts.deliveries > 0 {
-            cpu.loadgen_cpu_s * 1e6 / t.counts.deliveries as f64
-        } else {
-            0.0
-        },
-        cpu,
-        host_rss_bytes: host_rss(res.host_pid),
+        messages_per_s: per_s(t.counts.acks, delivered.window_s),
+        delivered,
     };
-    if report.missing > 0 || report.deliveries > expected {
+    let d = &report.delivered;
+    if d.missing > 0 || d.deliveries > expected {
         let mut reason = format!(
             "{} of {} expected deliveries missing at the end of the drain (up to {} s after the last send)",
-            report.missing, expected, opts.drain_secs
+            d.missing, expected, opts.drain_secs
         );
-        if report.deliveries > expected {
+        if d.deliveries > expected {
             reason = format!(
                 "{} deliveries, more than the {} expected",
-                report.deliveries, expected
+                d.deliveries, expected
             );
         }
-        if report.rate_limited > 0 {
+        if d.rate_limited > 0 {
             reason.push_str(&format!(
                 " ({} rate-limited: {RATE_LIMIT_ADVICE})",
-                report.rate_limited
+                d.rate_limited
             ));
         }
         return Err(ScenarioFailed::of(&report, reason));

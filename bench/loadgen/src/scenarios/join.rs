@@ -102,6 +102,7 @@ pub(crate) fn idle_plans(res: &crate::Resolved, n: u32, r: u32) -> anyhow::Resul
                 send: SendPlan::Idle,
                 expect: 0,
                 report_each: false,
+                check_order: false,
             })
         })
         .collect()

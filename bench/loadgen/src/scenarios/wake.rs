@@ -140,6 +140,7 @@ pub async fn wake(common: &Common, opts: &WakeOpts) -> anyhow::Result<WakeReport
                 send: SendPlan::Commanded(rx),
                 expect: 0,
                 report_each: true,
+                check_order: false,
             });
         }
     }
