@@ -296,23 +296,22 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks that every route names a class that exists: configured here, or
-    /// (`deployed`) deployed into the database by the admin API.
-    pub fn check_route_classes(&self, deployed: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+    /// The routes whose class is neither configured here nor (`deployed`)
+    /// deployed into the database: they answer 404 until a deploy creates the
+    /// class (the server warns about each at start).
+    pub fn routes_without_class(&self, deployed: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         for route in &self.routes {
             for class in [&route.object, &route.unique_id].into_iter().flatten() {
                 if !self.classes.contains_key(class) && !deployed(class) {
-                    return Err(ConfigError::Invalid(format!(
-                        "route {:?}: no class named {class:?} (neither configured nor deployed)",
-                        route.path
-                    )));
+                    out.push((route.path.clone(), class.clone()));
                 }
             }
         }
-        Ok(())
+        out
     }
 
-    /// Checks names and ranges (route classes: [`Config::check_route_classes`]).
+    /// Checks names and ranges (route classes: [`Config::routes_without_class`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in self.classes.keys() {
             if !crate::ids::valid_class_name(name) {
@@ -414,9 +413,11 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
         let c = Config::from_toml("[[routes]]\npath = \"/x/{name}\"\nobject = \"nope\"")
             .expect("a route may name a class deployed later");
-        let e = c.check_route_classes(|_| false).expect_err("unknown class");
-        assert!(report(e).contains("nope"));
-        assert!(c.check_route_classes(|class| class == "nope").is_ok());
+        assert_eq!(
+            c.routes_without_class(|_| false),
+            [("/x/{name}".to_string(), "nope".to_string())]
+        );
+        assert!(c.routes_without_class(|class| class == "nope").is_empty());
         let e = report(Config::from_toml("bogus = 1").expect_err("unknown field"));
         assert!(e.contains("bogus"), "{e}");
         let dir = tempfile::tempdir().expect("temp dir");

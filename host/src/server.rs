@@ -41,7 +41,13 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let db = Db::open(&config.data)?;
         let components = Components::load(&config, &db, metrics.clone())?;
-        config.check_route_classes(|class| components.has_class(class))?;
+        for (path, class) in config.routes_without_class(|class| components.has_class(class)) {
+            tracing::warn!(
+                route = %path,
+                %class,
+                "the route names a class that is neither configured nor deployed: it answers 404 until `roomhost deploy {class} FILE` creates it"
+            );
+        }
         let (committer, thread) = Committer::start_with(
             db.clone(),
             config.durability,

@@ -588,3 +588,28 @@ async fn a_changed_config_component_is_a_deploy_and_classes_count_objects() {
     assert_eq!(listed["versions"][1]["hibernated_objects"], 1, "{listed}");
     assert_eq!(c.say().await, "swap-v2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_may_name_a_class_that_a_deploy_creates_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Some(TOKEN));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[[routes]]\npath = \"/later/{name}/*\"\nobject = \"later\"\n");
+    std::fs::write(&config, text).unwrap();
+    let host = spawn_host(dir.path(), &config);
+    assert!(
+        host.output().contains("neither configured nor deployed"),
+        "{}",
+        host.output()
+    );
+    let (status, _) = http_request(host.addr, "GET", "/later/x/version", b"").await;
+    assert_eq!(status, 404);
+    let (ok, out) = cli(
+        &host,
+        &["deploy", "later", wasm("swap-v2").to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("was none"), "{out}");
+    let (status, body) = http_request(host.addr, "GET", "/later/x/version", b"").await;
+    assert_eq!((status, body.as_str()), (200, "swap-v2"));
+}
