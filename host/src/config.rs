@@ -265,19 +265,29 @@ pub fn default_routes() -> Vec<RouteConfig> {
 
 impl Config {
     /// Reads a TOML file over the defaults: classes are added to the built-in
-    /// ones, `routes` (when given) replace the default routes.
+    /// ones, `routes` (when given) replace the default routes. A relative
+    /// `component` path is relative to the file's folder.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::from_toml(&text).map_err(|e| match e {
+        let mut config = Config::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { source, .. } => ConfigError::Parse {
                 path: Some(path.to_owned()),
                 source,
             },
             other => other,
-        })
+        })?;
+        // A relative component path means: next to the config file.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for class in config.classes.values_mut() {
+            if !class.component.starts_with("builtin:") && Path::new(&class.component).is_relative()
+            {
+                class.component = dir.join(&class.component).display().to_string();
+            }
+        }
+        Ok(config)
     }
 
     /// Parses TOML text over the defaults (see [`Config::from_file`]).
@@ -403,6 +413,22 @@ mod tests {
         assert_eq!(c.durability, Durability::None);
         assert!(c.classes.contains_key("chat-room"));
         assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn a_relative_component_path_is_next_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("roomhost.toml");
+        std::fs::write(
+            &file,
+            "[classes.a]\ncomponent = \"guests/a.wasm\"\n[classes.b]\ncomponent = \"/abs/b.wasm\"\n",
+        )
+        .expect("write");
+        let c = Config::from_file(&file).expect("valid");
+        let a = &c.classes["a"].component;
+        assert_eq!(Path::new(a), dir.path().join("guests/a.wasm"));
+        assert_eq!(c.classes["b"].component, "/abs/b.wasm");
+        assert_eq!(c.classes["chat-room"].component, "builtin:chat-room");
     }
 
     #[test]

@@ -205,9 +205,15 @@ impl Frame {
 
 /// Accepts a WebSocket upgrade with tags and no attachment.
 pub fn accept(tags: &[&str]) -> Reply {
+    accept_with(tags, None)
+}
+
+/// Accepts a WebSocket upgrade with tags and an attachment (≤ 2 KiB, kept
+/// by the host with the socket; read it back with `sockets::attachment`).
+pub fn accept_with(tags: &[&str], attachment: Option<&[u8]>) -> Reply {
     Reply::AcceptWebsocket(Accept {
         tags: tags.iter().map(|t| t.to_string()).collect(),
-        attachment: None,
+        attachment: attachment.map(<[u8]>::to_vec),
     })
 }
 

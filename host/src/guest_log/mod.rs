@@ -21,13 +21,14 @@ crate::bindings::link_view!(LogView, wit, "log");
 
 impl Host for LogView<'_> {
     fn log(&mut self, level: Level, message: String) {
+        // Under the same target as the guest's stderr: `roomhost::guest`.
         let object = self.object;
         match level {
-            Level::Trace => tracing::trace!(%object, "{message}"),
-            Level::Debug => tracing::debug!(%object, "{message}"),
-            Level::Info => tracing::info!(%object, "{message}"),
-            Level::Warn => tracing::warn!(%object, "{message}"),
-            Level::Error => tracing::error!(%object, "{message}"),
+            Level::Trace => tracing::trace!(target: "roomhost::guest", %object, "{message}"),
+            Level::Debug => tracing::debug!(target: "roomhost::guest", %object, "{message}"),
+            Level::Info => tracing::info!(target: "roomhost::guest", %object, "{message}"),
+            Level::Warn => tracing::warn!(target: "roomhost::guest", %object, "{message}"),
+            Level::Error => tracing::error!(target: "roomhost::guest", %object, "{message}"),
         }
     }
 }
