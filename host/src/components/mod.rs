@@ -164,8 +164,9 @@ impl<T: Capabilities> Components<T> {
             records.insert(class, record);
         }
         let mut changed: Vec<String> = Vec::new();
-        let mut new_bytes: Vec<(String, Vec<u8>)> = Vec::new();
+        // The config's components by hash; `new_hashes`: those to store.
         let mut from_config: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut new_hashes: Vec<String> = Vec::new();
         for (class, cc) in &config.classes {
             let bytes = config_bytes(class, &cc.component)?;
             let hash = content_hash(&bytes);
@@ -182,7 +183,7 @@ impl<T: Capabilities> Components<T> {
                 record.deploy(info);
                 record.config_hash = Some(hash.clone());
                 changed.push(class.clone());
-                new_bytes.push((hash.clone(), bytes.clone()));
+                new_hashes.push(hash.clone());
             }
             from_config.insert(hash, bytes);
         }
@@ -202,11 +203,15 @@ impl<T: Capabilities> Components<T> {
                         version: id.clone(),
                     })?
                     .clone();
+                let stored;
                 let bytes = match from_config.get(&info.hash) {
-                    Some(b) => b.clone(),
-                    None => self.stored_bytes(&class, &info)?,
+                    Some(b) => b.as_slice(),
+                    None => {
+                        stored = self.stored_bytes(&class, &info)?;
+                        stored.as_slice()
+                    }
                 };
-                let version = self.compile(&class, info, &bytes)?;
+                let version = self.compile(&class, info, bytes)?;
                 loaded.insert(id, Arc::new(version));
             }
             classes.insert(class, Class { record, loaded });
@@ -216,9 +221,9 @@ impl<T: Capabilities> Components<T> {
                 .iter()
                 .filter_map(|c| Some((c.as_str(), to_json(&classes.get(c)?.record))))
                 .collect();
-            let bytes: Vec<(&str, &[u8])> = new_bytes
+            let bytes: Vec<(&str, &[u8])> = new_hashes
                 .iter()
-                .map(|(h, b)| (h.as_str(), b.as_slice()))
+                .filter_map(|h| Some((h.as_str(), from_config.get(h)?.as_slice())))
                 .collect();
             self.db.save_classes(&records, &bytes)?;
         }
@@ -435,18 +440,19 @@ impl<T: 'static> Components<T> {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The version `id` should run: the active one, or a canary's for the
-    /// share of objects whose id hashes into it.
-    pub(crate) fn version_for(&self, id: &ObjectId) -> Option<Arc<Version<T>>> {
+    /// The version `id` should run — the active one, or a canary's for the
+    /// share of objects whose id hashes into it — and whether it is the
+    /// active one.
+    pub(crate) fn version_for(&self, id: &ObjectId) -> Option<(Arc<Version<T>>, bool)> {
         let classes = self.classes.read().ok()?;
         let class = classes.get(&id.class)?;
         if let Some(c) = &class.record.canary
             && canary_bucket(id) < u64::from(c.percent)
             && let Some(v) = class.loaded.get(&c.version)
         {
-            return Some(v.clone());
+            return Some((v.clone(), false));
         }
-        class.active().cloned()
+        Some((class.active()?.clone(), true))
     }
 
     /// A version already compiled (the active one, a canary, or one served

@@ -295,7 +295,7 @@ impl Actor {
         };
         // Read before the version: a change after this is seen at the next event.
         let seen = self.rt.components.generation();
-        let Some(version) = self.rt.components.version_for(&self.id) else {
+        let Some((version, active)) = self.rt.components.version_for(&self.id) else {
             self.state = State::Parked(core);
             return Err(EventError::NoSuchClass(self.id.class.clone()));
         };
@@ -308,8 +308,6 @@ impl Actor {
         };
         // What this instance writes is recorded as written by its version.
         core.storage.set_version(&version.info.id);
-        let active = self.rt.components.active(&self.id.class);
-        let active = active.as_ref().map_or("", |a| a.info.id.as_str());
         let warm = self
             .rt
             .warm
@@ -359,7 +357,7 @@ impl Actor {
             return;
         };
         let want = self.rt.components.version_for(&self.id);
-        if let Some(want) = want
+        if let Some((want, _)) = want
             && want.info.id != live.version.info.id
         {
             tracing::debug!(object = %self.id, from = %live.version.info.id, to = %want.info.id, "moving to another version");

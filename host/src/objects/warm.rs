@@ -48,28 +48,29 @@ pub(crate) struct WarmPool {
 
 impl WarmPool {
     /// Takes a warm instance of `class` at `version`, if there is one. The
-    /// pool holds instances of the class's `active` version; any of another
-    /// (made just before a deploy or a rollback) is dropped. An object on a
-    /// canary version finds none and instantiates its own.
+    /// pool holds instances of the class's active version: when `version` is
+    /// it (`active`), any of another version (made just before a deploy or a
+    /// rollback) is dropped on the way; an object on a canary version finds
+    /// none and instantiates its own.
     pub(crate) fn take(
         &self,
         class: &str,
         version: &str,
-        active: &str,
+        active: bool,
         metrics: &crate::metrics::Metrics,
     ) -> Option<WarmInstance> {
-        let mut ready = self.ready.lock().ok()?;
-        let pool = ready.get_mut(class)?;
-        while pool.last().is_some_and(|w| w.version != active) {
-            pool.pop();
-            metrics.warm_taken();
-        }
-        if version != active {
+        if !active {
             return None;
         }
-        let warm = pool.pop()?;
-        metrics.warm_taken();
-        Some(warm)
+        let mut ready = self.ready.lock().ok()?;
+        let pool = ready.get_mut(class)?;
+        while let Some(warm) = pool.pop() {
+            metrics.warm_taken();
+            if warm.version == version {
+                return Some(warm);
+            }
+        }
+        None
     }
 
     /// Drops every warm instance of `class` (its version changed).
