@@ -24,7 +24,14 @@ impl Host for VersionsView<'_> {
     fn upgraded_from(&mut self) -> Option<String> {
         let current = self.storage.version().map(str::to_string);
         match self.storage.data_version() {
-            Ok(writer) => writer.filter(|w| Some(w) != current.as_ref()),
+            Ok(writer) => {
+                let from = writer.filter(|w| Some(w) != current.as_ref());
+                if from.is_some() {
+                    // Told once: recorded with this event, if it is kept.
+                    self.storage.upgrade_seen();
+                }
+                from
+            }
             Err(e) => {
                 tracing::error!(error = %Report(&e), "cannot read which version wrote the object's data");
                 None
@@ -66,6 +73,24 @@ mod tests {
         s.put(b"k".to_vec(), b"2".to_vec()).unwrap();
         s.end_event(true);
         assert_eq!(s.take_batch().writes.writer.as_deref(), Some("v2"));
+        s.committed(3);
+        assert_eq!(v(&mut s), None);
+        // A version that is told of the upgrade and writes nothing is told
+        // only once: the event that told it records it (unless it traps).
+        s.set_version("v3");
+        assert_eq!(v(&mut s), Some("v2".to_string()));
+        assert_eq!(
+            v(&mut s),
+            Some("v2".to_string()),
+            "the same event asks again"
+        );
+        s.end_event(false);
+        assert_eq!(v(&mut s), Some("v2".to_string()), "a trap: told again");
+        s.end_event(true);
+        assert_eq!(v(&mut s), None, "a later event of the batch");
+        let batch = s.take_batch();
+        assert!(!batch.is_empty());
+        assert_eq!(batch.writes.writer.as_deref(), Some("v3"));
         s.committed(3);
         assert_eq!(v(&mut s), None);
         // Once recorded, later batches of the same version do not repeat it.

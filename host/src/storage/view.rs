@@ -20,15 +20,24 @@ pub struct WriteSet {
     pub entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The alarm was set (`Some(Some(at))`) or deleted (`Some(None)`).
     pub alarm: Option<Option<u64>>,
-    /// The version whose events wrote `entries` (or cleared), recorded with
-    /// them: set when a batch with key writes is taken for commit.
+    /// A guest learnt in this event that another version wrote the data
+    /// (`versions.upgraded-from`): the running version is to be recorded as
+    /// the data's writer even if the event writes no key.
+    pub record_writer: bool,
+    /// The version whose events wrote `entries` (or cleared, or were told of
+    /// the upgrade), recorded with them: set when the batch is taken for
+    /// commit.
     pub writer: Option<String>,
 }
 
 impl WriteSet {
     /// True when applying it changes nothing.
     pub fn is_empty(&self) -> bool {
-        !self.clear && self.entries.is_empty() && self.alarm.is_none()
+        !self.clear
+            && self.entries.is_empty()
+            && self.alarm.is_none()
+            && !self.record_writer
+            && self.writer.is_none()
     }
 
     /// Applies `later` on top of `self`.
@@ -41,6 +50,7 @@ impl WriteSet {
         if later.alarm.is_some() {
             self.alarm = later.alarm;
         }
+        self.record_writer |= later.record_writer;
     }
 
     /// What this layer says about `key`: `Some(Some(v))` set, `Some(None)`
@@ -162,6 +172,13 @@ impl ObjectStorage {
         }
     }
 
+    /// The guest was told, in the running event, that another version wrote
+    /// the data: if the event is kept, its version becomes the writer, so the
+    /// next instance of this version is not told again.
+    pub fn upgrade_seen(&mut self) {
+        self.event.record_writer = true;
+    }
+
     /// The version of the instance running the object's events.
     pub fn version(&self) -> Option<&str> {
         self.versions.version.as_deref()
@@ -170,8 +187,10 @@ impl ObjectStorage {
     /// The version that last wrote the object's keys, as this event sees it:
     /// the running version if this batch wrote any, else the committed one.
     pub fn data_version(&mut self) -> Result<Option<String>, StorageError> {
+        // The running event's own claim (`upgrade_seen`) does not count: it
+        // keeps reading the old writer until the event is over.
         let writes = |w: &WriteSet| w.clear || !w.entries.is_empty();
-        if writes(&self.event) || writes(&self.batch) {
+        if writes(&self.event) || writes(&self.batch) || self.batch.record_writer {
             return Ok(self.versions.version.clone());
         }
         if let Some(w) = &self.versions.pending {
@@ -202,10 +221,13 @@ impl ObjectStorage {
         // Record the writer with the keys, unless it is known to be recorded.
         let v = &mut *self.versions;
         let recorded = v.committed.as_ref().map(Option::as_deref);
-        if (writes.clear || !writes.entries.is_empty()) && recorded != Some(v.version.as_deref()) {
+        let claims = writes.clear || !writes.entries.is_empty() || writes.record_writer;
+        if claims && recorded != Some(v.version.as_deref()) {
             writes.writer = v.version.clone();
             v.pending = writes.writer.clone();
         }
+        // Carried by `writer` from here on (nothing to record if it is known).
+        writes.record_writer = false;
         let usage_before = if writes.is_empty() {
             self.committed_usage
         } else {
