@@ -113,6 +113,17 @@ impl Chatter {
     }
 }
 
+/// The `swap` class in a `GET /admin/classes` answer.
+fn swap_class(classes: serde_json::Value) -> serde_json::Value {
+    classes["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "swap")
+        .unwrap()
+        .clone()
+}
+
 async fn metric(host: &HostProcess, name: &str) -> u64 {
     let (status, body) = http_request(host.addr, "GET", "/metrics", b"").await;
     assert_eq!(status, 200);
@@ -253,18 +264,12 @@ async fn bad_deploys_are_refused_with_their_cause_while_the_old_version_serves()
 
     assert_eq!(metric(&host, "deploys_refused_total").await, 5);
     assert_eq!(metric(&host, "deploys_total").await, 0);
-    let classes = admin.classes().await.unwrap();
-    let swap = classes["classes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["class"] == "swap")
-        .unwrap();
+    let swap = swap_class(admin.classes().await.unwrap());
     let versions = swap["versions"].as_array().unwrap();
     assert_eq!(
         versions.len(),
         1,
-        "a refused deploy records nothing: {classes}"
+        "a refused deploy records nothing: {swap}"
     );
     // The command component's refusal names what it lacks.
     let Err(ClientError::Refused { message, .. }) =
@@ -462,13 +467,7 @@ async fn a_new_version_learns_in_init_which_version_wrote_the_data() {
         let (status, body) = http_request(host.addr, "GET", path, b"").await;
         (status, body)
     };
-    let classes = admin.classes().await.unwrap();
-    let swap = classes["classes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["class"] == "swap")
-        .unwrap();
+    let swap = swap_class(admin.classes().await.unwrap());
     let v1 = swap["active"].as_str().unwrap().to_string();
     // An object without data has nothing to migrate.
     assert_eq!(get("/swap/fresh/versions").await.1, format!("{v1} none"));
@@ -559,15 +558,6 @@ async fn a_changed_config_component_is_a_deploy_and_classes_count_objects() {
     );
     assert_eq!(metric(&host, "deploys_total").await, 1);
     let admin = AdminClient::new(&format!("http://{}", host.addr), TOKEN.into()).unwrap();
-    let swap = |v: serde_json::Value| {
-        v["classes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["class"] == "swap")
-            .unwrap()
-            .clone()
-    };
     let mut c = Chatter::join(&host, "room").await;
     c.sent = 1;
     assert_eq!(
@@ -575,7 +565,7 @@ async fn a_changed_config_component_is_a_deploy_and_classes_count_objects() {
         "swap-v2",
         "the count goes on: storage carried over"
     );
-    let listed = swap(admin.classes().await.unwrap());
+    let listed = swap_class(admin.classes().await.unwrap());
     let versions = listed["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 2, "{listed}");
     assert_eq!(versions[0]["deployed_by"], "config");
@@ -583,7 +573,7 @@ async fn a_changed_config_component_is_a_deploy_and_classes_count_objects() {
     assert_eq!(versions[1]["live_objects"], 1, "{listed}");
     // Idle for 300 ms: the room hibernates on its version, its socket open.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let listed = swap(admin.classes().await.unwrap());
+    let listed = swap_class(admin.classes().await.unwrap());
     assert_eq!(listed["versions"][1]["live_objects"], 0, "{listed}");
     assert_eq!(listed["versions"][1]["hibernated_objects"], 1, "{listed}");
     assert_eq!(c.say().await, "swap-v2");
@@ -612,4 +602,65 @@ async fn a_route_may_name_a_class_that_a_deploy_creates_later() {
     assert!(out.contains("was none"), "{out}");
     let (status, body) = http_request(host.addr, "GET", "/later/x/version", b"").await;
     assert_eq!((status, body.as_str()), (200, "swap-v2"));
+}
+
+/// `bytes` with a custom section appended: the same behaviour, another
+/// content hash — a new version.
+fn another_version_of(bytes: &[u8], name: &str) -> Vec<u8> {
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name.as_bytes());
+    section.extend_from_slice(b"another build");
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    out.push(section.len() as u8); // < 128: one LEB128 byte
+    out.extend_from_slice(&section);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_keeps_tags_attachments_auto_responses_storage_and_alarms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Some(TOKEN));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[classes.probe]\ncomponent = {:?}\n[[routes]]\npath = \"/probe/{{name}}/*\"\nobject = \"probe\"\n",
+        wasm("probe").display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let host = spawn_host(dir.path(), &config);
+    let mut a = connect_ws(host.addr, ip(1), "/probe/room/ws?tags=red,blue")
+        .await
+        .unwrap();
+    let ask = async |c: &mut Client, frame: &str| {
+        c.send_text(frame).await;
+        c.recv_text().await
+    };
+    let id = ask(&mut a, "list").await;
+    assert_eq!(ask(&mut a, "attach:hello").await, "ok");
+    assert_eq!(ask(&mut a, "auto:ping:pong").await, "ok");
+    assert_eq!(ask(&mut a, "put:k=v").await, "ok");
+    let (status, _) = http_request(host.addr, "POST", "/probe/room/alarm-set?in=600000", b"").await;
+    assert_eq!(status, 200);
+    let (_, alarm) = http_request(host.addr, "GET", "/probe/room/alarm-get", b"").await;
+    assert_ne!(alarm, "none");
+
+    let probe2 = dir.path().join("probe2.wasm");
+    let bytes = std::fs::read(wasm("probe")).unwrap();
+    std::fs::write(&probe2, another_version_of(&bytes, "roomhost-test")).unwrap();
+    let admin = AdminClient::new(&format!("http://{}", host.addr), TOKEN.into()).unwrap();
+    let change = admin.deploy("probe", &probe2, None, "test").await.unwrap();
+    assert_ne!(change["version"]["id"], change["previous"], "{change}");
+
+    // The next event runs on the new version: a fresh instance, init, then it.
+    assert_eq!(ask(&mut a, "inits").await, "1");
+    assert_eq!(metric(&host, "swaps_total").await, 1);
+    assert_eq!(ask(&mut a, &format!("tags:{id}")).await, "red,blue");
+    assert_eq!(ask(&mut a, "attachment").await, "hello");
+    assert_eq!(ask(&mut a, "get:k").await, "v");
+    let auto_before = metric(&host, "auto_responses_total").await;
+    assert_eq!(ask(&mut a, "ping").await, "pong");
+    assert_eq!(metric(&host, "auto_responses_total").await, auto_before + 1);
+    let (_, after) = http_request(host.addr, "GET", "/probe/room/alarm-get", b"").await;
+    assert_eq!(after, alarm, "the alarm carried over");
+    assert_eq!(metric(&host, "sockets_open").await, 1);
 }
