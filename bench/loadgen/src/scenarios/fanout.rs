@@ -112,13 +112,7 @@ impl std::fmt::Display for FanoutReport {
 pub async fn fanout(common: &Common, opts: &FanoutOpts) -> anyhow::Result<FanoutReport> {
     let n = opts.clients;
     let r = opts.rooms;
-    anyhow::ensure!(n >= 1, "--clients must be at least 1");
-    anyhow::ensure!(r >= 1 && r <= n, "--rooms must be between 1 and --clients");
-    let smallest_room = n / r;
-    anyhow::ensure!(
-        opts.senders >= 1 && opts.senders <= smallest_room,
-        "--senders must be between 1 and the clients per room ({smallest_room})"
-    );
+    super::check_rooms(n, r, opts.senders)?;
     anyhow::ensure!(opts.messages >= 1, "--messages must be at least 1");
     if let Some(i) = opts.interval_ms {
         anyhow::ensure!(i >= 1, "--interval-ms must be at least 1");

@@ -107,6 +107,19 @@ impl Deliveries {
     }
 }
 
+/// Checks a chat scenario's shape: `n` clients over `r` rooms, `senders`
+/// of them in each room.
+pub(crate) fn check_rooms(n: u32, r: u32, senders: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(n >= 1, "--clients must be at least 1");
+    anyhow::ensure!(r >= 1 && r <= n, "--rooms must be between 1 and --clients");
+    let smallest_room = n / r;
+    anyhow::ensure!(
+        senders >= 1 && senders <= smallest_room,
+        "--senders must be between 1 and the clients per room ({smallest_room})"
+    );
+    Ok(())
+}
+
 /// The clients of a chat scenario: client `i` joins room `i % r` of
 /// `res`'s rooms; the first `senders` clients of each room send, as `plan`
 /// says for sender number `k` of `senders × r` (to spread paced senders

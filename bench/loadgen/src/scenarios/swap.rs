@@ -420,13 +420,7 @@ struct Deploy {
 pub async fn swap(common: &Common, opts: &SwapOpts) -> anyhow::Result<SwapReport> {
     let n = opts.clients;
     let r = opts.rooms;
-    anyhow::ensure!(n >= 1, "--clients must be at least 1");
-    anyhow::ensure!(r >= 1 && r <= n, "--rooms must be between 1 and --clients");
-    let smallest_room = n / r;
-    anyhow::ensure!(
-        opts.senders >= 1 && opts.senders <= smallest_room,
-        "--senders must be between 1 and the clients per room ({smallest_room})"
-    );
+    super::check_rooms(n, r, opts.senders)?;
     anyhow::ensure!(opts.interval_ms >= 1, "--interval-ms must be at least 1");
     anyhow::ensure!(opts.poll_ms >= 1, "--poll-ms must be at least 1");
     anyhow::ensure!(
