@@ -83,14 +83,14 @@ pub async fn handle(
         _ => {}
     }
     let target = match site.router.find(req.method().as_str(), &path) {
-        Match::Found(t, name) => (t.clone(), name),
+        Match::Found(t, name, rest) => (t.clone(), name, rest),
         Match::WrongMethod => {
             return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
         }
         Match::NotFound => return Ok(text(StatusCode::NOT_FOUND, "not found")),
     };
     Ok(match target {
-        (Target::Page(p), _) if p == "metrics" => {
+        (Target::Page(p), _, _) if p == "metrics" => {
             let mut r = text(StatusCode::OK, rt.metrics.render());
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -98,7 +98,7 @@ pub async fn handle(
             );
             r
         }
-        (Target::Page(_), _) => {
+        (Target::Page(_), _, _) => {
             let mut r = text(StatusCode::OK, CHAT_PAGE);
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -106,13 +106,14 @@ pub async fn handle(
             );
             r
         }
-        (Target::UniqueId(_), _) => text(StatusCode::OK, unique_id()),
+        (Target::UniqueId(_), _, _) => text(StatusCode::OK, unique_id()),
         (
             Target::Object {
                 class,
                 max_name_chars,
             },
             Some(name),
+            rest,
         ) => {
             if max_name_chars.is_some_and(|max| name.chars().count() > max) && !is_unique_id(&name)
             {
@@ -121,9 +122,9 @@ pub async fn handle(
             if let Err(e) = crate::ids::validate_name(&name) {
                 return Ok(text(StatusCode::NOT_FOUND, e));
             }
-            to_object(rt, ObjectId::new(class, name), peer, req).await
+            to_object(rt, ObjectId::new(class, name), peer, req, rest).await
         }
-        (Target::Object { .. }, None) => text(StatusCode::NOT_FOUND, "not found"),
+        (Target::Object { .. }, None, _) => text(StatusCode::NOT_FOUND, "not found"),
     })
 }
 
@@ -145,22 +146,30 @@ fn client_ip(rt: &Runtime, peer: SocketAddr, req: &HttpRequest<Incoming>) -> Str
     peer.ip().to_string()
 }
 
+/// The header that carries what a route's `*` matched (see `wit/types.wit`).
+pub const REST_HEADER: &str = "x-roomhost-rest";
+
 async fn to_object(
     rt: Arc<Runtime>,
     id: ObjectId,
     peer: SocketAddr,
     mut req: HttpRequest<Incoming>,
+    rest: String,
 ) -> Resp {
     let client_ip = client_ip(&rt, peer, &req);
+    // The host's own header (a client's is dropped): what the route's `*`
+    // matched, so that a guest need not guess where its name ends.
     let headers = req
         .headers()
         .iter()
+        .filter(|(n, _)| n.as_str() != REST_HEADER)
         .map(|(n, v)| {
             (
                 n.as_str().to_string(),
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
+        .chain([(REST_HEADER.to_string(), rest)])
         .collect();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();

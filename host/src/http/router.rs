@@ -39,8 +39,9 @@ pub struct Route {
 /// The outcome of matching a request.
 #[derive(Debug, PartialEq)]
 pub enum Match<'r> {
-    /// A route matched; `name` is the decoded `{name}` segment if any.
-    Found(&'r Target, Option<String>),
+    /// A route matched; `name` is the decoded `{name}` segment if any, and
+    /// `rest` what the route's final `*` matched (raw; `""` without one).
+    Found(&'r Target, Option<String>, String),
     /// A route's path matched but not its method.
     WrongMethod,
     /// Nothing matched.
@@ -87,14 +88,14 @@ impl Router {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let mut wrong_method = false;
         for route in &self.routes {
-            let Some(name) = matches(&route.segments, &parts) else {
+            let Some((name, rest)) = matches(&route.segments, &parts) else {
                 continue;
             };
             if route.method.as_deref().is_some_and(|m| m != method) {
                 wrong_method = true;
                 continue;
             }
-            return Match::Found(&route.target, name);
+            return Match::Found(&route.target, name, rest);
         }
         if wrong_method {
             Match::WrongMethod
@@ -128,13 +129,13 @@ fn parse(pattern: &str) -> Result<Vec<Segment>, ConfigError> {
     Ok(segments)
 }
 
-/// Matches path parts; returns the decoded name (or `Some(None)`-like via
-/// `Some(None)` when the pattern has no name).
-fn matches(segments: &[Segment], parts: &[&str]) -> Option<Option<String>> {
+/// Matches path parts; returns the decoded name (`None` when the pattern
+/// has none) and the parts the final `*` matched, joined by `/`.
+fn matches(segments: &[Segment], parts: &[&str]) -> Option<(Option<String>, String)> {
     let mut name = None;
     for (i, seg) in segments.iter().enumerate() {
         match seg {
-            Segment::Rest => return Some(name),
+            Segment::Rest => return Some((name, parts.get(i..).unwrap_or(&[]).join("/"))),
             Segment::Literal(l) => {
                 if parts.get(i) != Some(&l.as_str()) {
                     return None;
@@ -154,7 +155,7 @@ fn matches(segments: &[Segment], parts: &[&str]) -> Option<Option<String>> {
             }
         }
     }
-    (parts.len() == segments.len()).then_some(name)
+    (parts.len() == segments.len()).then_some((name, String::new()))
 }
 
 #[cfg(test)]
@@ -167,17 +168,26 @@ mod tests {
         let r = Router::new(&default_routes()).expect("routes compile");
         assert!(matches!(
             r.find("GET", "/"),
-            Match::Found(Target::Page(_), None)
+            Match::Found(Target::Page(_), None, _)
         ));
         assert!(matches!(
             r.find("POST", "/api/room"),
-            Match::Found(Target::UniqueId(_), None)
+            Match::Found(Target::UniqueId(_), None, _)
         ));
         assert_eq!(r.find("GET", "/api/room"), Match::WrongMethod);
         match r.find("GET", "/api/room/l%C3%B6bby/websocket") {
-            Match::Found(Target::Object { class, .. }, Some(name)) => {
+            Match::Found(Target::Object { class, .. }, Some(name), rest) => {
                 assert_eq!(class, "chat-room");
                 assert_eq!(name, "löbby");
+                assert_eq!(rest, "websocket");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The rest is what `*` matched, even where the name repeats the
+        // route's own words.
+        match r.find("GET", "/api/room/room/api/room/x") {
+            Match::Found(_, Some(name), rest) => {
+                assert_eq!((name.as_str(), rest.as_str()), ("room", "api/room/x"))
             }
             other => panic!("{other:?}"),
         }
