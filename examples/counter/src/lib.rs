@@ -52,8 +52,7 @@
 //! current value again.
 
 use roomhost_sdk::{
-    Frame, Object, Reply, Request, Response, SocketId, accept, log, objects, percent_decode,
-    query_param, sockets, storage,
+    Error, Frame, Object, Reply, Request, Response, Result, Socket, accept, log, sockets, storage,
 };
 use serde_json::json;
 
@@ -62,96 +61,92 @@ const KEY: &str = "value";
 /// The tag of watcher sockets.
 const WATCHER: &str = "watcher";
 
-/// The counter object.
+/// The counter object. It keeps nothing in memory: every event reads the
+/// value from storage, so an instance can be dropped at any time.
 struct Counter;
 
 impl Object for Counter {
-    fn on_request(request: Request) -> Reply {
-        if let Some(id) = request.websocket {
+    fn init() -> Result<Self> {
+        Ok(Counter)
+    }
+
+    fn on_request(&mut self, request: Request) -> Result<Reply> {
+        if let Some(watcher) = request.socket() {
             // A new watcher starts from the current value (the frame is
             // delivered once the upgrade completes).
             if let Ok(current) = load() {
-                send(id, current);
+                send(watcher, current);
             }
-            return accept(&[WATCHER]);
+            return Ok(accept(&[WATCHER]));
         }
-        let Some(op) = operation(&request.path) else {
-            return not_found().into();
-        };
-        let allowed = match op.as_str() {
-            "value" => "GET",
-            "increment" | "decrement" | "reset" => "POST",
-            _ => return not_found().into(),
-        };
-        if request.method != allowed {
-            let mut response = error(405, &format!("use {allowed} for {op}"));
-            response.headers.push(("allow".into(), allowed.into()));
-            return response.into();
-        }
-        match op.as_str() {
-            "value" => match load() {
-                Ok(value) => value_response(value),
-                Err(e) => error(500, &e),
-            },
-            "increment" => step(request.query.as_deref(), 1),
-            "decrement" => step(request.query.as_deref(), -1),
-            _ => reset(),
-        }
-        .into()
+        // Every error is answered as JSON, with its status.
+        Ok(handle(&request)
+            .unwrap_or_else(|e| error(e.status(), e.message()))
+            .into())
     }
 
-    fn on_socket_message(id: SocketId, _frame: Frame) {
+    fn on_socket_message(&mut self, socket: Socket, _frame: Frame) -> Result<()> {
         // Whatever a watcher sends, it gets the current value.
         match load() {
-            Ok(value) => send(id, value),
-            Err(e) => send_error(id, &e),
+            Ok(value) => send(socket, value),
+            Err(e) => send_error(socket, e.message()),
         }
+        Ok(())
     }
 }
 
 roomhost_sdk::export_object!(Counter);
 
+/// One HTTP operation: the path segment after the object's name.
+fn handle(request: &Request) -> Result<Response> {
+    let op = request.rest();
+    let allowed = match op {
+        "value" => "GET",
+        "increment" | "decrement" | "reset" => "POST",
+        _ => {
+            return Err(Error::not_found(
+                "not found: use GET .../value or POST .../increment, .../decrement, .../reset",
+            ));
+        }
+    };
+    if request.method != allowed {
+        return Ok(error(405, &format!("use {allowed} for {op}")).with_header("allow", allowed));
+    }
+    match op {
+        "value" => Ok(value_response(load()?)),
+        "increment" => step(request, 1),
+        "decrement" => step(request, -1),
+        _ => reset(),
+    }
+}
+
 /// `increment` (`sign` 1) or `decrement` (`sign` -1) by the query's `by`.
-fn step(query: Option<&str>, sign: i64) -> Response {
-    let by = match query_param(query, "by") {
-        None => 1,
-        Some(text) => match text.parse::<i64>() {
-            Ok(by) => by,
-            Err(_) => {
-                return error(
-                    400,
-                    &format!(
-                        "by must be an integer between {} and {}",
-                        i64::MIN,
-                        i64::MAX
-                    ),
-                );
-            }
-        },
-    };
-    let current = match load() {
-        Ok(value) => value,
-        Err(e) => return error(500, &e),
-    };
+fn step(request: &Request, sign: i64) -> Result<Response> {
+    let by = request.query_as::<i64>("by").map_err(|_| {
+        Error::bad_request(format!(
+            "by must be an integer between {} and {}",
+            i64::MIN,
+            i64::MAX
+        ))
+    })?;
+    let by = by.unwrap_or(1);
+    let current = load()?;
     let next = if sign < 0 {
         current.checked_sub(by)
     } else {
         current.checked_add(by)
     };
-    match next {
-        Some(next) => set_from(current, next),
-        None => error(
-            400,
-            &format!(
-                "{current} {} {by} would overflow an i64",
-                if sign < 0 { '-' } else { '+' }
-            ),
-        ),
-    }
+    let next = next.ok_or_else(|| {
+        Error::bad_request(format!(
+            "{current} {} {by} would overflow an i64",
+            if sign < 0 { '-' } else { '+' }
+        ))
+    })?;
+    set_from(current, next)
 }
 
 /// `reset`: sets the value to 0 whatever is stored now (repairing a bad value).
-fn reset() -> Response {
+fn reset() -> Result<Response> {
     match load() {
         Ok(current) => set_from(current, 0),
         // The stored value is unreadable: overwrite it, and tell the watchers.
@@ -160,58 +155,47 @@ fn reset() -> Response {
 }
 
 /// Stores `next` and tells the watchers, if it differs from `current`.
-fn set_from(current: i64, next: i64) -> Response {
+fn set_from(current: i64, next: i64) -> Result<Response> {
     if next == current {
-        return value_response(next);
+        return Ok(value_response(next));
     }
     store_and_broadcast(next)
 }
 
 /// Stores `next` and broadcasts it to the watchers.
-fn store_and_broadcast(next: i64) -> Response {
+fn store_and_broadcast(next: i64) -> Result<Response> {
     let written = if next == 0 {
         // An absent key reads as 0; keep the storage empty.
         storage::delete(KEY).map(|_| ())
     } else {
-        storage::put(KEY, next.to_string().as_bytes())
+        storage::put_bytes(KEY, next.to_string().as_bytes())
     };
     if let Err(e) = written {
-        log::error(&format!("writing {KEY}: {e:?}"));
-        return error(500, "could not store the value");
+        log::error(format!("writing {KEY}: {e}"));
+        return Err(Error::internal("could not store the value"));
     }
     // Released by the host only once the write above is durable.
-    let frame = Frame::Text(value_json(next));
-    sockets::broadcast(&frame, Some(WATCHER), &[]);
-    value_response(next)
+    sockets::broadcast_text(value_json(next), Some(WATCHER), &[]);
+    Ok(value_response(next))
 }
 
-/// The stored value: 0 when absent, an error message when unreadable.
-fn load() -> Result<i64, String> {
-    match storage::get(KEY) {
-        Ok(None) => Ok(0),
-        Ok(Some(bytes)) => std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|text| text.trim().parse::<i64>().ok())
-            .ok_or_else(|| {
-                format!(
-                    "the stored value is not a decimal integer ({:?}); POST reset to repair it",
-                    String::from_utf8_lossy(&bytes)
-                )
-            }),
-        Err(e) => {
-            log::error(&format!("reading {KEY}: {e:?}"));
-            Err("could not read the value".into())
-        }
-    }
-}
-
-/// The operation: the path segment after this object's name.
-fn operation(path: &str) -> Option<String> {
-    let name = objects::self_id().name;
-    let mut segments = path.trim_end_matches('/').rsplit('/');
-    let op = segments.next()?;
-    let before = segments.next()?;
-    (percent_decode(before).as_deref() == Some(name.as_str())).then(|| op.to_string())
+/// The stored value (decimal text): 0 when absent, a 500 naming the problem
+/// when unreadable.
+fn load() -> Result<i64> {
+    let bytes = storage::get_bytes(KEY).map_err(|e| {
+        log::error(format!("reading {KEY}: {e}"));
+        Error::internal("could not read the value")
+    })?;
+    let Some(bytes) = bytes else { return Ok(0) };
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "the stored value is not a decimal integer ({:?}); POST reset to repair it",
+                String::from_utf8_lossy(&bytes)
+            ))
+        })
 }
 
 fn value_json(value: i64) -> String {
@@ -219,33 +203,85 @@ fn value_json(value: i64) -> String {
 }
 
 fn value_response(value: i64) -> Response {
-    Response::json(200, value_json(value))
+    Response::json_raw(200, value_json(value))
 }
 
 /// Sends `{"value":N}` to one watcher.
-fn send(id: SocketId, value: i64) {
-    send_text(id, value_json(value));
+fn send(socket: Socket, value: i64) {
+    send_text(socket, value_json(value));
 }
 
 /// Sends `{"error":...}` to one watcher.
-fn send_error(id: SocketId, message: &str) {
-    send_text(id, json!({ "error": message }).to_string());
+fn send_error(socket: Socket, message: &str) {
+    send_text(socket, json!({ "error": message }).to_string());
 }
 
-fn send_text(id: SocketId, text: String) {
+fn send_text(socket: Socket, text: String) {
     // A watcher that has gone away is no concern.
-    if let Err(e) = sockets::send(id, &Frame::Text(text)) {
-        log::debug(&format!("sending to watcher {id}: {e:?}"));
+    if let Err(e) = socket.send_text(text) {
+        log::debug(format!("sending to {socket}: {e}"));
     }
 }
 
+/// `{"error": message}` with a status.
 fn error(status: u16, message: &str) -> Response {
-    Response::json(status, json!({ "error": message }).to_string())
+    Response::json(status, &json!({ "error": message }))
 }
 
-fn not_found() -> Response {
-    error(
-        404,
-        "not found: use GET .../value or POST .../increment, .../decrement, .../reset",
-    )
+#[cfg(test)]
+mod tests {
+    use roomhost_sdk::testing::TestObject;
+    use serde_json::{Value, json};
+
+    use super::Counter;
+
+    fn json(response: roomhost_sdk::Response) -> (u16, Value) {
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn steps_add_up_and_watchers_hear_each_change() {
+        let mut c = TestObject::<Counter>::new("counter", "c");
+        let watcher = c.connect("/counter/c/watch");
+        assert_eq!(c.received_text(watcher), [r#"{"value":0}"#]);
+        assert_eq!(
+            json(c.post("/counter/c/increment?by=5", b"")),
+            (200, json!({"value": 5}))
+        );
+        assert_eq!(
+            json(c.post("/counter/c/decrement", b"")),
+            (200, json!({"value": 4}))
+        );
+        c.evict();
+        assert_eq!(json(c.get("/counter/c/value")), (200, json!({"value": 4})));
+        assert_eq!(
+            c.received_text(watcher),
+            [r#"{"value":5}"#, r#"{"value":4}"#]
+        );
+        assert_eq!(c.storage().get("value").map(Vec::as_slice), Some(&b"4"[..]));
+    }
+
+    #[test]
+    fn bad_requests_and_bad_data_get_json_errors() {
+        let mut c = TestObject::<Counter>::new("counter", "c");
+        assert_eq!(c.post("/counter/c/increment?by=x", b"").status, 400);
+        assert_eq!(c.get("/counter/c/nope").status, 404);
+        let wrong = c.get("/counter/c/increment");
+        assert_eq!(wrong.status, 405);
+        assert!(wrong.headers.contains(&("allow".into(), "POST".into())));
+        c.seed("value", "not a number");
+        let (status, body) = json(c.get("/counter/c/value"));
+        assert_eq!(status, 500);
+        assert!(
+            body["error"].as_str().unwrap_or("").contains("POST reset"),
+            "{body}"
+        );
+        assert_eq!(
+            json(c.post("/counter/c/reset", b"")),
+            (200, json!({"value": 0}))
+        );
+    }
 }

@@ -32,16 +32,16 @@
 //!   itself, through the auto-response set in `init`, so pings never wake an
 //!   evicted room; binary frames and malformed JSON get `{"error": ...}`.
 //!
-//! Guest memory holds only caches: the timestamp of the newest message
-//! (restored from storage in `init`) and the roster (rebuilt from the sockets'
-//! tags and attachments on first use), so a room evicted between two events
-//! behaves exactly as one that never was.
+//! The object's state (`&mut self`) holds only caches: the timestamp of the
+//! newest message (read from storage on the first message) and the roster
+//! (rebuilt from the sockets' tags and attachments on first use), so a room
+//! evicted between two events behaves exactly as one that never was. The
+//! unit tests at the end run it on the SDK's test host, evictions included.
 
-use std::cell::{Cell, RefCell};
-
-use roomhost_sdk::storage::{self, ListOptions};
+use roomhost_sdk::storage::{self, List};
 use roomhost_sdk::{
-    Accept, Frame, Object, Reply, Request, Response, SocketId, log, now_ms, objects, sockets,
+    Error, Frame, Object, Reply, Request, Response, Result, Socket, accept_json, log, now_ms,
+    objects, sockets, var,
 };
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -64,20 +64,18 @@ const JOIN_HISTORY: u32 = 100;
 const DEFAULT_HISTORY: u32 = 100;
 const MAX_HISTORY: u32 = 1000;
 
-thread_local! {
+/// The chat room object: caches only (see the module docs).
+struct ChatRoom {
     /// The timestamp of the newest stored message; `None` until read from storage.
-    static LAST_TIMESTAMP: Cell<Option<u64>> = const { Cell::new(None) };
+    last_timestamp: Option<u64>,
     /// Whether the class var turned the rate limiter off (read once per
     /// instance: each read of the environment copies all of it in).
-    static LIMITER_OFF: Cell<Option<bool>> = const { Cell::new(None) };
+    limiter_off: Option<bool>,
     /// The members in join order: a cache of what the sockets' tags and
     /// attachments say, built on first use after the instance starts (so a
     /// woken room rebuilds it once instead of on every join).
-    static ROSTER: RefCell<Option<Vec<(SocketId, String)>>> = const { RefCell::new(None) };
+    roster: Option<Vec<(Socket, String)>>,
 }
-
-/// The chat room object.
-struct ChatRoom;
 
 /// A socket's session, kept as JSON in the socket's attachment.
 #[derive(Serialize, Deserialize, Default)]
@@ -105,292 +103,246 @@ struct RateLimit {
 }
 
 impl Object for ChatRoom {
-    fn init() {
+    fn init() -> Result<Self> {
         // The newest message's timestamp is read on the first message, not
         // here: a room woken by a join, a leave or a close reads no storage.
         // Keep-alive pings are answered by the host, without waking the room.
         if let Err(e) = sockets::set_auto_response(Some((PING, PONG))) {
-            log::warn(&format!("setting the ping auto-response: {e:?}"));
+            log::warn(format!("setting the ping auto-response: {e}"));
         }
+        Ok(ChatRoom {
+            last_timestamp: None,
+            limiter_off: None,
+            roster: None,
+        })
     }
 
-    fn on_request(request: Request) -> Reply {
-        if request.websocket.is_some() {
+    fn on_request(&mut self, request: Request) -> Result<Reply> {
+        if request.is_websocket() {
             let session = Session {
                 ip: request.client_ip,
                 name: None,
             };
-            return Reply::AcceptWebsocket(Accept {
-                tags: Vec::new(),
-                attachment: Some(encode_session(&session)),
-            });
+            return accept_json(&[], &session);
         }
-        if request.method == "GET" && sub_path(&request.path) == "history" {
-            return history(request.query.as_deref()).into();
+        if request.method == "GET" && request.rest() == "history" {
+            let limit = request
+                .query_as::<u32>("limit")
+                .map_err(|_| Error::bad_request("limit must be a non-negative integer"))?;
+            return Ok(history(limit.map_or(DEFAULT_HISTORY, |n| n.min(MAX_HISTORY)))?.into());
         }
-        Response::text(400, "expected websocket").into()
+        Ok(Response::text(400, "expected websocket").into())
     }
 
-    fn on_socket_message(id: SocketId, frame: Frame) {
+    fn on_socket_message(&mut self, socket: Socket, frame: Frame) -> Result<()> {
         let text = match frame {
             Frame::Text(text) => text,
-            Frame::Binary(_) => {
-                send_error(id, "Binary frames are not supported.");
-                return;
-            }
+            Frame::Binary(_) => return send_error(socket, "Binary frames are not supported."),
         };
         if text == PING {
             // Normally answered by the host (auto-response); kept for safety.
-            send(id, PONG.to_string());
-            return;
+            return send(socket, PONG);
         }
         let data = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(data)) => data,
-            Ok(_) => {
-                send_error(id, "Malformed JSON: expected a JSON object");
-                return;
-            }
-            Err(e) => {
-                send_error(id, &format!("Malformed JSON: {e}"));
-                return;
-            }
+            Ok(_) => return send_error(socket, "Malformed JSON: expected a JSON object"),
+            Err(e) => return send_error(socket, &format!("Malformed JSON: {e}")),
         };
-        let Some(session) = read_session(id) else {
-            return;
+        let Some(session) = read_session(socket) else {
+            return Ok(());
         };
         match session.name {
-            None => join(id, session, &data),
-            Some(ref name) => chat(id, &session.ip, name, &data),
+            None => self.join(socket, session, &data),
+            Some(ref name) => self.chat(socket, &session.ip, name, &data),
         }
     }
 
-    fn on_socket_close(id: SocketId, _code: u16, _reason: String) {
-        ROSTER.with_borrow_mut(|roster| {
-            if let Some(roster) = roster {
-                roster.retain(|(member, _)| *member != id);
-            }
-        });
-        let Some(session) = read_session(id) else {
-            return;
-        };
-        if let Some(name) = session.name {
-            let frame = json!({ "quit": name }).to_string();
-            sockets::broadcast(&Frame::Text(frame), Some(MEMBER), &[id]);
+    fn on_socket_close(&mut self, socket: Socket, _code: u16, _reason: String) -> Result<()> {
+        if let Some(roster) = &mut self.roster {
+            roster.retain(|(member, _)| *member != socket);
         }
+        if let Some(name) = read_session(socket).and_then(|s| s.name) {
+            sockets::broadcast_json(&json!({ "quit": name }), Some(MEMBER), &[socket])?;
+        }
+        Ok(())
     }
 }
 
 roomhost_sdk::export_object!(ChatRoom);
 
-/// Handles the first JSON frame of an unnamed socket: joins it to the room.
-fn join(id: SocketId, mut session: Session, data: &Map<String, Value>) {
-    let name = match data.get("name") {
-        None | Some(Value::Null) => "anonymous".to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(_) => {
-            send_error(id, "Name must be a string.");
-            return;
+impl ChatRoom {
+    /// Handles the first JSON frame of an unnamed socket: joins it to the room.
+    fn join(
+        &mut self,
+        socket: Socket,
+        mut session: Session,
+        data: &Map<String, Value>,
+    ) -> Result<()> {
+        let name = match data.get("name") {
+            None | Some(Value::Null) => "anonymous".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(_) => return send_error(socket, "Name must be a string."),
+        };
+        if name.chars().count() > MAX_NAME_CHARS {
+            send_error(socket, "Name too long.")?;
+            if let Err(e) = socket.close(1009, "Name too long.") {
+                log::warn(format!("closing {socket}: {e}"));
+            }
+            return Ok(());
         }
-    };
-    if name.chars().count() > MAX_NAME_CHARS {
-        send_error(id, "Name too long.");
-        if let Err(e) = sockets::close(id, 1009, "Name too long.") {
-            log::warn(&format!("closing socket {id}: {e:?}"));
-        }
-        return;
-    }
 
-    // Who is already here, in join order.
-    with_roster(|roster| {
-        for (member, other) in roster.iter() {
-            if *member != id {
-                send(id, json!({ "joined": other }).to_string());
+        // Who is already here, in join order.
+        for (member, other) in self.roster() {
+            if *member != socket {
+                send(socket, &json!({ "joined": other }).to_string())?;
             }
         }
-    });
 
-    // What was said before, oldest first.
-    match last_messages(JOIN_HISTORY) {
-        Ok(messages) => {
-            for message in messages {
-                send(id, message);
+        // What was said before, oldest first.
+        match last_messages(JOIN_HISTORY) {
+            Ok(messages) => {
+                for message in messages {
+                    send(socket, &message)?;
+                }
             }
+            Err(e) => log::error(format!("loading history: {e}")),
         }
-        Err(e) => log::error(&format!("loading history: {e}")),
+
+        session.name = Some(name.clone());
+        let saved = socket
+            .set_attachment(&session)
+            .and_then(|()| Ok(socket.set_tags(&[MEMBER])?));
+        if let Err(e) = saved {
+            log::warn(format!("saving the session of {socket}: {e}"));
+            return send_error(socket, "Could not join.");
+        }
+
+        let joined = json!({ "joined": name }).to_string();
+        self.roster().push((socket, name));
+        sockets::broadcast_text(joined, Some(MEMBER), &[]);
+        send(socket, &json!({ "ready": true }).to_string())
     }
 
-    session.name = Some(name.clone());
-    if let Err(e) = sockets::set_attachment(id, Some(&encode_session(&session))) {
-        log::warn(&format!("saving session of socket {id}: {e:?}"));
-        send_error(id, "Could not join.");
-        return;
-    }
-    if let Err(e) = sockets::set_tags(id, &[MEMBER.to_string()]) {
-        log::warn(&format!("tagging socket {id}: {e:?}"));
-        send_error(id, "Could not join.");
-        return;
-    }
-
-    let joined = json!({ "joined": name }).to_string();
-    with_roster(|roster| roster.push((id, name)));
-    sockets::broadcast(&Frame::Text(joined), Some(MEMBER), &[]);
-    send(id, json!({ "ready": true }).to_string());
-}
-
-/// Runs `f` on the roster, building it from the host's sockets if needed.
-fn with_roster<R>(f: impl FnOnce(&mut Vec<(SocketId, String)>) -> R) -> R {
-    ROSTER.with_borrow_mut(|roster| {
-        let roster = roster.get_or_insert_with(|| {
+    /// The roster, built from the host's sockets if needed.
+    fn roster(&mut self) -> &mut Vec<(Socket, String)> {
+        self.roster.get_or_insert_with(|| {
             sockets::list(Some(MEMBER))
                 .into_iter()
                 .filter_map(|member| Some((member, read_session(member)?.name?)))
                 .collect()
+        })
+    }
+
+    /// Handles a JSON frame from a member: a chat message.
+    fn chat(
+        &mut self,
+        socket: Socket,
+        ip: &str,
+        name: &str,
+        data: &Map<String, Value>,
+    ) -> Result<()> {
+        let message = match data.get("message") {
+            None | Some(Value::Null) => {
+                return send_error(socket, "Expected {\"message\": ...}.");
+            }
+            Some(message) => message,
+        };
+
+        if !self.rate_limit_allows(ip) {
+            return send_error(
+                socket,
+                "Your IP is being rate-limited, please try again later.",
+            );
+        }
+
+        let message = match message {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return send_error(socket, "Message must be a string."),
+        };
+        if message.chars().count() > MAX_MESSAGE_CHARS {
+            return send_error(socket, "Message too long.");
+        }
+
+        let last = match self.last_timestamp {
+            Some(last) => Some(last),
+            // First message since the instance started: read it once.
+            None => load_last_timestamp(),
+        };
+        let timestamp = match last {
+            Some(last) => now_ms().max(last.saturating_add(1)),
+            None => now_ms(),
+        };
+        let stored = serde_json::to_string(&ChatMessage {
+            name,
+            message: &message,
+            timestamp,
+        })
+        .map_err(Error::from)
+        .and_then(|body| {
+            storage::put_bytes(&message_key(timestamp), body.as_bytes())?;
+            Ok(body)
         });
-        f(roster)
-    })
-}
+        let body = match stored {
+            Ok(body) => body,
+            Err(e) => {
+                log::error(format!("storing a message: {e}"));
+                return send_error(socket, "Could not store message.");
+            }
+        };
+        self.last_timestamp = Some(timestamp);
+        sockets::broadcast_text(body, Some(MEMBER), &[]);
+        Ok(())
+    }
 
-/// Handles a JSON frame from a member: a chat message.
-fn chat(id: SocketId, ip: &str, name: &str, data: &Map<String, Value>) {
-    let message = match data.get("message") {
-        None | Some(Value::Null) => {
-            send_error(id, "Expected {\"message\": ...}.");
-            return;
+    /// Asks the client IP's rate limiter whether it may send; fails open. The
+    /// class var `RATE_LIMIT = "off"` turns limiting off (benchmarks, trusted
+    /// networks).
+    fn rate_limit_allows(&mut self, ip: &str) -> bool {
+        let off = *self
+            .limiter_off
+            .get_or_insert_with(|| var("RATE_LIMIT").is_some_and(|v| v == "off"));
+        if off {
+            return true;
         }
-        Some(message) => message,
-    };
-
-    if !rate_limit_allows(ip) {
-        send_error(id, "Your IP is being rate-limited, please try again later.");
-        return;
-    }
-
-    let message = match message {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        _ => {
-            send_error(id, "Message must be a string.");
-            return;
-        }
-    };
-    if message.chars().count() > MAX_MESSAGE_CHARS {
-        send_error(id, "Message too long.");
-        return;
-    }
-
-    let last = match LAST_TIMESTAMP.get() {
-        Some(last) => Some(last),
-        // First message since the instance started: read it once.
-        None => load_last_timestamp(),
-    };
-    let timestamp = match last {
-        Some(last) => now_ms().max(last.saturating_add(1)),
-        None => now_ms(),
-    };
-    let body = match serde_json::to_string(&ChatMessage {
-        name,
-        message: &message,
-        timestamp,
-    }) {
-        Ok(body) => body,
-        Err(e) => {
-            log::error(&format!("encoding message: {e}"));
-            send_error(id, "Could not store message.");
-            return;
-        }
-    };
-    if let Err(e) = storage::put(&message_key(timestamp), body.as_bytes()) {
-        log::error(&format!("storing message: {e:?}"));
-        send_error(id, "Could not store message.");
-        return;
-    }
-    LAST_TIMESTAMP.set(Some(timestamp));
-    sockets::broadcast(&Frame::Text(body), Some(MEMBER), &[]);
-}
-
-/// Asks the client IP's rate limiter whether it may send; fails open. The class
-/// var `RATE_LIMIT = "off"` turns limiting off (benchmarks, trusted networks).
-fn rate_limit_allows(ip: &str) -> bool {
-    let off = LIMITER_OFF.get().unwrap_or_else(|| {
-        let off = std::env::var("RATE_LIMIT").is_ok_and(|v| v == "off");
-        LIMITER_OFF.set(Some(off));
-        off
-    });
-    if off {
-        return true;
-    }
-    match objects::call("rate-limiter", ip, "check", b"") {
-        Ok(answer) => match serde_json::from_slice::<RateLimit>(&answer) {
+        match objects::call_json::<_, RateLimit>("rate-limiter", ip, "check", &()) {
             Ok(limit) => limit.allowed,
             Err(e) => {
-                log::warn(&format!(
-                    "rate limiter for {ip} answered nonsense ({e}); allowing"
-                ));
+                log::warn(format!("rate limiter for {ip} failed ({e}); allowing"));
                 true
             }
-        },
-        Err(e) => {
-            log::warn(&format!("rate limiter for {ip} failed ({e:?}); allowing"));
-            true
         }
     }
 }
 
 /// `GET .../history?limit=N`: the last N messages as a JSON array, oldest first.
-fn history(query: Option<&str>) -> Response {
-    let mut limit = DEFAULT_HISTORY;
-    for (k, v) in query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-    {
-        if k == "limit" {
-            match v.parse::<u32>() {
-                Ok(n) => limit = n.min(MAX_HISTORY),
-                Err(_) => return Response::text(400, "limit must be a non-negative integer"),
-            }
-        }
-    }
-    match last_messages(limit) {
-        Ok(messages) => {
-            // The stored JSON texts are sent as they are (keeping their field
-            // order); anything that is not valid JSON is left out.
-            let valid: Vec<String> = messages
-                .into_iter()
-                .filter(|m| serde_json::from_str::<IgnoredAny>(m).is_ok())
-                .collect();
-            Response::json(200, format!("[{}]", valid.join(",")))
-        }
-        Err(e) => {
-            log::error(&format!("loading history: {e}"));
-            Response::text(500, "could not load history")
-        }
-    }
+fn history(limit: u32) -> Result<Response> {
+    let messages =
+        last_messages(limit).map_err(|e| Error::internal(format!("loading history: {e}")))?;
+    // The stored JSON texts are sent as they are (keeping their field
+    // order); anything that is not valid JSON is left out.
+    let valid: Vec<String> = messages
+        .into_iter()
+        .filter(|m| serde_json::from_str::<IgnoredAny>(m).is_ok())
+        .collect();
+    Ok(Response::json_raw(200, format!("[{}]", valid.join(","))))
 }
 
 /// The last `limit` stored messages (their JSON text), oldest first.
-fn last_messages(limit: u32) -> Result<Vec<String>, String> {
+fn last_messages(limit: u32) -> Result<Vec<String>> {
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let entries = storage::list(&ListOptions {
-        prefix: Some(MSG_PREFIX.to_string()),
-        start: None,
-        start_after: None,
-        end: None,
-        limit: Some(limit),
-        reverse: true,
-    })
-    .map_err(|e| format!("{e:?}"))?;
+    let entries = storage::list_bytes(&List::prefix(MSG_PREFIX).reverse().limit(limit))?;
     let mut messages: Vec<String> = entries
         .into_iter()
         .filter_map(|(key, value)| match String::from_utf8(value) {
             Ok(text) => Some(text),
             Err(_) => {
-                log::warn(&format!("stored message {key} is not UTF-8; skipped"));
+                log::warn(format!("stored message {key} is not UTF-8; skipped"));
                 None
             }
         })
@@ -402,15 +354,7 @@ fn last_messages(limit: u32) -> Result<Vec<String>, String> {
 /// Reads the timestamp of the newest stored message (`Some(0)` when there is
 /// none, `None` when storage could not be read).
 fn load_last_timestamp() -> Option<u64> {
-    let newest = storage::list(&ListOptions {
-        prefix: Some(MSG_PREFIX.to_string()),
-        start: None,
-        start_after: None,
-        end: None,
-        limit: Some(1),
-        reverse: true,
-    });
-    match newest {
+    match storage::list_bytes(&List::prefix(MSG_PREFIX).reverse().limit(1)) {
         Ok(entries) => Some(
             entries
                 .first()
@@ -418,7 +362,7 @@ fn load_last_timestamp() -> Option<u64> {
                 .unwrap_or(0),
         ),
         Err(e) => {
-            log::error(&format!("reading the newest message: {e:?}"));
+            log::error(format!("reading the newest message: {e}"));
             None
         }
     }
@@ -429,48 +373,34 @@ fn message_key(timestamp: u64) -> String {
     format!("{MSG_PREFIX}{timestamp:016}")
 }
 
-/// The part of the path after `/api/room/<name>/` (or the last segment of any
-/// other path), without a trailing slash.
-fn sub_path(path: &str) -> &str {
-    let path = path.trim_end_matches('/');
-    match path.strip_prefix("/api/room/") {
-        Some(rest) => rest.split_once('/').map_or("", |(_, sub)| sub),
-        None => path.rsplit('/').next().unwrap_or(""),
-    }
-}
-
 /// Reads a socket's session from its attachment. `None` when the socket is gone;
 /// an unreadable attachment counts as a fresh, unnamed session.
-fn read_session(id: SocketId) -> Option<Session> {
-    match sockets::attachment(id) {
-        Ok(Some(bytes)) => match serde_json::from_slice::<Session>(&bytes) {
-            Ok(session) => Some(session),
-            Err(e) => {
-                log::warn(&format!("socket {id} has an unreadable session ({e})"));
-                Some(Session::default())
-            }
-        },
-        Ok(None) => Some(Session::default()),
+fn read_session(socket: Socket) -> Option<Session> {
+    match socket.attachment::<Session>() {
+        Ok(session) => Some(session.unwrap_or_default()),
+        Err(e) if socket.attachment_bytes().is_ok() => {
+            log::warn(format!("{socket} has an unreadable session ({e})"));
+            Some(Session::default())
+        }
         Err(e) => {
-            log::debug(&format!("socket {id}: {e:?}"));
+            log::debug(format!("{socket}: {e}"));
             None
         }
     }
 }
 
-fn encode_session(session: &Session) -> Vec<u8> {
-    // Serializing a struct of strings cannot fail; fall back to an empty object.
-    serde_json::to_vec(session).unwrap_or_else(|_| b"{}".to_vec())
-}
-
 /// Sends a text frame to one socket (a socket that has gone away is ignored).
-fn send(id: SocketId, text: String) {
-    if let Err(e) = sockets::send(id, &Frame::Text(text)) {
-        log::debug(&format!("sending to socket {id}: {e:?}"));
+fn send(socket: Socket, text: &str) -> Result<()> {
+    if let Err(e) = socket.send_text(text) {
+        log::debug(format!("sending to {socket}: {e}"));
     }
+    Ok(())
 }
 
 /// Sends `{"error": message}` to one socket.
-fn send_error(id: SocketId, message: &str) {
-    send(id, json!({ "error": message }).to_string());
+fn send_error(socket: Socket, message: &str) -> Result<()> {
+    send(socket, &json!({ "error": message }).to_string())
 }
+
+#[cfg(test)]
+mod tests;

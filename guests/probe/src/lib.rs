@@ -6,15 +6,19 @@
 //! socket tags and attachments, limits, and calls between objects. Every command
 //! is listed below; there is nothing else.
 //!
-//! The only in-memory state is the `init` counter (how many times `init` ran in
-//! the current instance); everything else is in storage or with the host.
+//! The only in-memory state is the `inits` field `init` sets: how many times
+//! `init` ran in the current instance (the SDK builds the state anew each time
+//! `init` runs, so a live instance answers 1, and a new one — after a trap, an
+//! eviction or a deploy — starts again at 1); everything else is in storage or
+//! with the host.
 //!
 //! ## HTTP
 //!
 //! Any path works; the operation is the **last path segment**
 //! (`/anything/<name>/put` → `put`). Query parameters are
-//! `application/x-www-form-urlencoded`: `%XX` escapes are decoded and `+` is a
-//! space. A missing required parameter answers `400 missing <param>`; a storage
+//! `application/x-www-form-urlencoded` (`Request::query`): `%XX` escapes are
+//! decoded and `+` is a space (a value whose escapes are not UTF-8 is kept as
+//! sent); the first occurrence of a parameter wins. A missing required parameter answers `400 missing <param>`; a storage
 //! error answers `500` with the `Debug` of the error. An unknown operation answers
 //! `404 unknown op: <op>`.
 //!
@@ -56,6 +60,7 @@
 //!
 //! | frame | effect | reply |
 //! |---|---|---|
+//! | `id` | | this socket's id |
 //! | `echo:<x>` | | `<x>` |
 //! | `broadcast:<x>` | `<x>` to every socket of the object (sender included) | none |
 //! | `broadcast-tag:<tag>:<x>` | `<x>` to every socket carrying `<tag>` | none |
@@ -104,38 +109,53 @@
 //! malformed payload (`put` without `=`, `call` with fewer than three `:`)
 //! answers `Err(<explanation>)`.
 
-use std::cell::Cell;
+use std::fmt::Debug;
+use std::str::FromStr;
+use std::time::Duration;
 
-use roomhost_sdk::storage::{self, ListOptions};
+use roomhost_sdk::storage::{self, List};
 use roomhost_sdk::{
-    Accept, Frame, Object, Reply, Request, Response, SocketId, alarms, log, now_ms, objects,
-    sockets,
+    Error, Frame, Object, Reply, Request, Response, Result, Socket, SocketId, StorageError, accept,
+    alarms, log, now_ms, objects, sockets,
 };
 
-thread_local! {
+/// The probe object.
+struct Probe {
     /// How many times `init` ran in this instance.
-    static INITS: Cell<u64> = const { Cell::new(0) };
+    inits: u64,
 }
 
-/// The probe object.
-struct Probe;
+/// Why an HTTP operation did not answer `Ok`.
+enum Failure {
+    /// The request is wrong (`400 missing key`): answered as the SDK answers
+    /// an [`Error`].
+    Request(Error),
+    /// A storage call failed: `500` with the `Debug` of the error (an `Error`
+    /// with a 5xx status would answer `500 internal error`).
+    Storage(StorageError),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Request(e)
+    }
+}
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Failure {
+        Failure::Storage(e)
+    }
+}
 
 impl Object for Probe {
-    fn init() {
-        INITS.set(INITS.get() + 1);
+    fn init() -> Result<Self> {
+        Ok(Probe { inits: 1 })
     }
 
-    fn on_request(request: Request) -> Reply {
-        let query = Query::parse(request.query.as_deref());
-        if request.websocket.is_some() {
-            let tags = query
-                .get("tags")
-                .map(|t| split_list(&t))
-                .unwrap_or_default();
-            return Reply::AcceptWebsocket(Accept {
-                tags,
-                attachment: None,
-            });
+    fn on_request(&mut self, request: Request) -> Result<Reply> {
+        if request.is_websocket() {
+            let tags = request.query("tags").unwrap_or_default();
+            return Ok(accept(&split_list(&tags)));
         }
         let op = request
             .path
@@ -143,255 +163,353 @@ impl Object for Probe {
             .rsplit('/')
             .next()
             .unwrap_or("");
-        if op == "client-ip" {
-            return Response::text(200, request.client_ip).into();
-        }
-        match http(op, &query, request.body) {
-            Ok(response) => response.into(),
-            Err(response) => response.into(),
+        match self.http(op, &request) {
+            Ok(response) => Ok(response.into()),
+            Err(Failure::Storage(e)) => Ok(Response::text(500, format!("{e:?}")).into()),
+            Err(Failure::Request(e)) => Err(e),
         }
     }
 
-    fn on_socket_message(id: SocketId, frame: Frame) {
-        let text = match frame {
-            Frame::Text(text) => text,
-            Frame::Binary(bytes) => {
-                if let Err(e) = sockets::send(id, &Frame::Binary(bytes)) {
-                    log::warn(&format!("echoing binary to {id}: {e:?}"));
+    fn on_socket_message(&mut self, socket: Socket, frame: Frame) -> Result<()> {
+        match &frame {
+            // Binary frames are echoed.
+            Frame::Binary(_) => socket.send(&frame)?,
+            Frame::Text(text) => {
+                if let Some(reply) = self.command(socket, text) {
+                    socket.send_text(reply)?;
                 }
-                return;
             }
-        };
-        if let Some(reply) = command(id, &text)
-            && let Err(e) = sockets::send(id, &Frame::Text(reply))
-        {
-            log::warn(&format!("replying to {id}: {e:?}"));
         }
+        Ok(())
     }
 
-    fn on_socket_close(id: SocketId, code: u16, reason: String) {
-        let value = format!("{code}:{reason}");
-        if let Err(e) = storage::put(&format!("closed:{id}"), value.as_bytes()) {
-            log::error(&format!("recording close of {id}: {e:?}"));
-        }
+    fn on_socket_close(&mut self, socket: Socket, code: u16, reason: String) -> Result<()> {
+        let key = format!("closed:{}", socket.id());
+        storage::put_bytes(&key, format!("{code}:{reason}").as_bytes())?;
+        Ok(())
     }
 
-    fn on_alarm(retry_count: u32) {
-        let fail_until = read_number("alarm-fail-until");
-        if u64::from(retry_count) < fail_until {
+    fn on_alarm(&mut self, retry_count: u32) -> Result<()> {
+        if u64::from(retry_count) < read_number("alarm-fail-until") {
             panic!("probe: alarm trap requested (retry {retry_count})");
         }
-        let mut log_line = storage::get("alarm-log")
+        // Storage failures are logged, not returned: an `Err` would fail the
+        // delivery, and only `alarm-fail-until` may do that.
+        let mut log_line = storage::get_bytes("alarm-log")
             .ok()
             .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .map(|v| lossy(&v))
             .unwrap_or_default();
         log_line.push_str(&format!("{retry_count}@{};", now_ms()));
-        if let Err(e) = storage::put("alarm-log", log_line.as_bytes()) {
-            log::error(&format!("recording the alarm: {e:?}"));
+        if let Err(e) = storage::put_bytes("alarm-log", log_line.as_bytes()) {
+            log::error(format!("recording the alarm: {e:?}"));
         }
         let rearm = read_number("alarm-rearm-ms");
         if rearm > 0 {
-            alarms::set(now_ms().saturating_add(rearm));
+            alarms::set_in(Duration::from_millis(rearm));
         }
+        Ok(())
     }
 
-    fn on_call(method: String, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let text = String::from_utf8_lossy(&payload).into_owned();
-        match method.as_str() {
+    fn on_call(&mut self, method: &str, payload: Vec<u8>) -> Result<Vec<u8>> {
+        // The caller sees an `Err`'s message as `CallError::Rejected(message)`.
+        let text = lossy(&payload);
+        match method {
             "echo" => Ok(payload),
             "trap" => panic!("probe: trap requested"),
             "put" => {
                 let (k, v) = text
                     .split_once('=')
-                    .ok_or_else(|| "probe: put expects k=v".to_string())?;
-                storage::put(k, v.as_bytes()).map_err(|e| format!("{e:?}"))?;
+                    .ok_or_else(|| Error::bad_request("probe: put expects k=v"))?;
+                storage::put_bytes(k, v.as_bytes()).map_err(debug)?;
                 Ok(b"ok".to_vec())
             }
-            "get" => Ok(storage::get(&text)
-                .map_err(|e| format!("{e:?}"))?
+            "get" => Ok(storage::get_bytes(&text)
+                .map_err(debug)?
                 .unwrap_or_default()),
-            "call" => {
-                let mut parts = text.splitn(4, ':');
-                match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                    (Some(class), Some(name), Some(method), payload) => {
-                        objects::call(class, name, method, payload.unwrap_or("").as_bytes())
-                            .map_err(|e| format!("{e:?}"))
-                    }
-                    _ => Err("probe: call expects class:name:method:payload".to_string()),
+            "call" => match split_call(&text) {
+                Some((class, name, method, payload)) => {
+                    objects::call(class, name, method, payload.as_bytes()).map_err(debug)
                 }
-            }
-            "fail" => Err("probe: asked to fail".to_string()),
-            _ => Err(format!("no such method: {method}")),
+                None => Err(Error::bad_request(
+                    "probe: call expects class:name:method:payload",
+                )),
+            },
+            "fail" => Err(Error::internal("probe: asked to fail")),
+            _ => Err(Error::not_found(format!("no such method: {method}"))),
         }
     }
 }
 
-/// Runs one HTTP operation. `Err` carries an error response.
-/// `200` with key/value pairs as a JSON array of `[key, value]` (values as
-/// lossy UTF-8), as `list` and `get-many` answer.
-fn pairs_json(entries: Vec<(String, Vec<u8>)>) -> Result<Response, Response> {
-    let pairs: Vec<(String, String)> = entries
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-        .collect();
-    let json =
-        serde_json::to_string(&pairs).map_err(|e| Response::text(500, format!("encoding: {e}")))?;
-    Ok(Response::json(200, json))
-}
+roomhost_sdk::export_object!(Probe);
 
-fn http(op: &str, query: &Query, body: Vec<u8>) -> Result<Response, Response> {
-    Ok(match op {
-        "get" => match storage::get(&query.require("key")?).map_err(storage_failure)? {
-            Some(value) => bytes_response(200, value),
-            None => Response::text(404, "not found"),
-        },
-        "put" => {
-            put_from(query, body)?;
-            Response::text(200, "ok")
-        }
-        "put-then-trap" => {
-            put_from(query, body)?;
-            panic!("probe: trap requested");
-        }
-        "delete" => {
-            let existed = storage::delete(&query.require("key")?).map_err(storage_failure)?;
-            Response::text(200, existed.to_string())
-        }
-        "list" => {
-            let limit = match query.get("limit") {
-                Some(l) => Some(
-                    l.parse::<u32>()
-                        .map_err(|_| Response::text(400, "limit must be a u32"))?,
-                ),
-                None => None,
-            };
-            let options = ListOptions {
-                prefix: query.get("prefix"),
-                start: query.get("start"),
-                start_after: query.get("start-after"),
-                end: query.get("end"),
-                limit,
-                reverse: query.get("reverse").as_deref() == Some("true"),
-            };
-            pairs_json(storage::list(&options).map_err(storage_failure)?)?
-        }
-        "get-many" => {
-            let keys = split_list(&query.require("keys")?);
-            pairs_json(storage::get_many(&keys).map_err(storage_failure)?)?
-        }
-        "put-many" => {
-            // keys=a,b&values=1,2
-            let keys = split_list(&query.require("keys")?);
-            let values = split_list(&query.require("values")?);
-            let entries: Vec<(String, Vec<u8>)> = keys
-                .into_iter()
-                .zip(values)
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            storage::put_many(&entries).map_err(storage_failure)?;
-            Response::text(200, "ok")
-        }
-        "delete-many" => {
-            let keys = split_list(&query.require("keys")?);
-            let n = storage::delete_many(&keys).map_err(storage_failure)?;
-            Response::text(200, n.to_string())
-        }
-        "delete-all" => {
-            storage::delete_all().map_err(storage_failure)?;
-            Response::text(200, "ok")
-        }
-        "inits" => Response::text(200, INITS.get().to_string()),
-        "alarm-set" | "alarm-set-then-trap" => {
-            let in_ms = query
-                .require("in")?
-                .parse::<u64>()
-                .map_err(|_| Response::text(400, "in must be a number of ms"))?;
-            alarms::set(now_ms().saturating_add(in_ms));
-            if op == "alarm-set-then-trap" {
+#[cfg(test)]
+mod conformance;
+
+impl Probe {
+    /// Runs one HTTP operation.
+    fn http(&self, op: &str, request: &Request) -> Result<Response, Failure> {
+        Ok(match op {
+            "client-ip" => Response::text(200, request.client_ip.as_str()),
+            "get" => match storage::get_bytes(&required(request, "key")?)? {
+                Some(value) => bytes_response(value),
+                None => Response::text(404, "not found"),
+            },
+            "put" => {
+                put_from(request)?;
+                Response::text(200, "ok")
+            }
+            "put-then-trap" => {
+                put_from(request)?;
                 panic!("probe: trap requested");
             }
-            Response::text(200, "ok")
-        }
-        "alarm-get" => match alarms::get() {
-            Some(at) => Response::text(200, at.to_string()),
-            None => Response::text(200, "none"),
-        },
-        "alarm-delete" => {
-            alarms::delete();
-            Response::text(200, "ok")
-        }
-        "spin" => spin(),
-        "alloc" => {
-            let mb = query
-                .require("mb")?
-                .parse::<usize>()
-                .map_err(|_| Response::text(400, "mb must be a number"))?;
-            let bytes = mb
-                .checked_mul(1 << 20)
-                .ok_or_else(|| Response::text(400, "mb is too large"))?;
-            // Allocation failure aborts (a trap): that is what the test wants.
-            let mut block = vec![0u8; bytes];
-            for page in block.chunks_mut(4096) {
-                page[0] = 1;
+            "delete" => {
+                let existed = storage::delete(&required(request, "key")?)?;
+                Response::text(200, existed.to_string())
             }
-            std::hint::black_box(&block);
-            Response::text(200, format!("allocated {mb} MiB"))
-        }
-        "self" => {
-            let id = objects::self_id();
-            Response::text(200, format!("{}/{}", id.class, id.name))
-        }
-        "unique" => Response::text(200, objects::unique_id()),
-        "call" => {
-            let class = query.require("class")?;
-            let name = query.require("name")?;
-            let method = query.require("method")?;
-            match objects::call(&class, &name, &method, &body) {
-                Ok(result) => bytes_response(200, result),
-                Err(e) => Response::text(502, format!("{e:?}")),
-            }
-        }
-        "storage-error" => {
-            let result = match query.require("what")?.as_str() {
-                "key" => storage::put(&"k".repeat(3000), b"x"),
-                "value" => storage::put("probe:big", &vec![b'v'; 200 * 1024]),
-                "many" => {
-                    let entries: Vec<(String, Vec<u8>)> = (0..200)
-                        .map(|i| (format!("probe:many:{i:03}"), b"x".to_vec()))
-                        .collect();
-                    storage::put_many(&entries)
+            "list" => {
+                let mut list = List::all();
+                if let Some(prefix) = request.query("prefix") {
+                    list = list.with_prefix(&prefix);
                 }
-                other => {
-                    return Err(Response::text(
-                        400,
-                        format!("what must be key, value or many, not {other}"),
-                    ));
+                if let Some(start) = request.query("start") {
+                    list = list.start(&start);
                 }
-            };
-            match result {
-                Ok(()) => Response::text(200, "ok"),
-                Err(e) => Response::text(200, format!("{e:?}")),
+                if let Some(after) = request.query("start-after") {
+                    list = list.start_after(&after);
+                }
+                if let Some(end) = request.query("end") {
+                    list = list.end(&end);
+                }
+                if let Some(limit) = request.query("limit") {
+                    list = list.limit(parse(&limit, "limit must be a u32")?);
+                }
+                if request.query("reverse").as_deref() == Some("true") {
+                    list = list.reverse();
+                }
+                pairs_json(storage::list_bytes(&list)?)
             }
-        }
-        other => Response::text(404, format!("unknown op: {other}")),
-    })
+            "get-many" => pairs_json(storage::get_many(&list_param(request, "keys")?)?),
+            "put-many" => {
+                // keys=a,b&values=1,2
+                let keys = list_param(request, "keys")?;
+                let values = list_param(request, "values")?;
+                let entries: Vec<(String, Vec<u8>)> = keys
+                    .into_iter()
+                    .zip(values.into_iter().map(String::into_bytes))
+                    .collect();
+                storage::put_many(&entries)?;
+                Response::text(200, "ok")
+            }
+            "delete-many" => {
+                let existed = storage::delete_many(&list_param(request, "keys")?)?;
+                Response::text(200, existed.to_string())
+            }
+            "delete-all" => {
+                storage::delete_all()?;
+                Response::text(200, "ok")
+            }
+            "inits" => Response::text(200, self.inits.to_string()),
+            "alarm-set" | "alarm-set-then-trap" => {
+                let in_ms: u64 = parse(&required(request, "in")?, "in must be a number of ms")?;
+                alarms::set_in(Duration::from_millis(in_ms));
+                if op == "alarm-set-then-trap" {
+                    panic!("probe: trap requested");
+                }
+                Response::text(200, "ok")
+            }
+            "alarm-get" => match alarms::get() {
+                Some(at) => Response::text(200, at.to_string()),
+                None => Response::text(200, "none"),
+            },
+            "alarm-delete" => {
+                alarms::delete();
+                Response::text(200, "ok")
+            }
+            "spin" => spin(),
+            "alloc" => {
+                let mb: usize = parse(&required(request, "mb")?, "mb must be a number")?;
+                let bytes = mb
+                    .checked_mul(1 << 20)
+                    .ok_or_else(|| Error::bad_request("mb is too large"))?;
+                // Allocation failure aborts (a trap): that is what the test wants.
+                let mut block = vec![0u8; bytes];
+                for page in block.chunks_mut(4096) {
+                    page[0] = 1;
+                }
+                std::hint::black_box(&block);
+                Response::text(200, format!("allocated {mb} MiB"))
+            }
+            "self" => {
+                let id = objects::self_id();
+                Response::text(200, format!("{}/{}", id.class, id.name))
+            }
+            "unique" => Response::text(200, objects::unique_id()),
+            "call" => {
+                let class = required(request, "class")?;
+                let name = required(request, "name")?;
+                let method = required(request, "method")?;
+                match objects::call(&class, &name, &method, &request.body) {
+                    Ok(result) => bytes_response(result),
+                    Err(e) => Response::text(502, format!("{e:?}")),
+                }
+            }
+            "storage-error" => {
+                let result = match required(request, "what")?.as_str() {
+                    "key" => storage::put_bytes(&"k".repeat(3000), b"x"),
+                    "value" => storage::put_bytes("probe:big", &vec![b'v'; 200 * 1024]),
+                    "many" => {
+                        let entries: Vec<(String, Vec<u8>)> = (0..200)
+                            .map(|i| (format!("probe:many:{i:03}"), b"x".to_vec()))
+                            .collect();
+                        storage::put_many(&entries)
+                    }
+                    other => {
+                        return Err(Error::bad_request(format!(
+                            "what must be key, value or many, not {other}"
+                        ))
+                        .into());
+                    }
+                };
+                match result {
+                    Ok(()) => Response::text(200, "ok"),
+                    Err(e) => Response::text(200, format!("{e:?}")),
+                }
+            }
+            other => return Err(Error::not_found(format!("unknown op: {other}")).into()),
+        })
+    }
+
+    /// Runs one WebSocket text command; the reply to send, if any.
+    fn command(&self, socket: Socket, text: &str) -> Option<String> {
+        let (cmd, arg) = text.split_once(':').unwrap_or((text, ""));
+        let reply = match cmd {
+            "id" => socket.id().to_string(),
+            "echo" => arg.to_string(),
+            "broadcast" => {
+                sockets::broadcast_text(arg, None, &[]);
+                return None;
+            }
+            "broadcast-tag" => {
+                let (tag, x) = arg.split_once(':').unwrap_or((arg, ""));
+                sockets::broadcast_text(x, Some(tag), &[]);
+                return None;
+            }
+            "send" => {
+                let (to, x) = arg.split_once(':').unwrap_or((arg, ""));
+                match to.parse::<SocketId>() {
+                    Ok(to) => ok_or_err(Socket::from_id(to).send_text(x)),
+                    Err(_) => format!("err:bad socket id {to}"),
+                }
+            }
+            "put" => match arg.split_once('=') {
+                Some((k, v)) => ok_or_err(storage::put_bytes(k, v.as_bytes())),
+                None => "err:put expects <k>=<v>".to_string(),
+            },
+            "get" => match storage::get_bytes(arg) {
+                Ok(Some(v)) => lossy(&v),
+                Ok(None) => "none".to_string(),
+                Err(e) => format!("err:{e:?}"),
+            },
+            "trap" => {
+                if let Err(e) = storage::put_bytes("trapped", b"yes") {
+                    log::error(format!("trap: put failed: {e:?}"));
+                }
+                if let Err(e) = socket.send_text("before-trap") {
+                    log::error(format!("trap: send failed: {e:?}"));
+                }
+                panic!("probe: trap requested");
+            }
+            "count" => count(),
+            "list" => sockets::list((!arg.is_empty()).then_some(arg))
+                .iter()
+                .map(|s| s.id().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "tags" => match arg.parse::<SocketId>() {
+                Ok(other) => match Socket::from_id(other).tags() {
+                    Ok(tags) => tags.join(","),
+                    Err(e) => format!("err:{e:?}"),
+                },
+                Err(_) => format!("err:bad socket id {arg}"),
+            },
+            "set-tags" => ok_or_err(socket.set_tags(&split_list(arg))),
+            "attach" => ok_or_err(socket.set_attachment_bytes(Some(arg.as_bytes()))),
+            "attachment" => match socket.attachment_bytes() {
+                Ok(Some(a)) => lossy(&a),
+                Ok(None) => "none".to_string(),
+                Err(e) => format!("err:{e:?}"),
+            },
+            "close" => {
+                let (code, reason) = arg.split_once(':').unwrap_or((arg, ""));
+                match code.parse::<u16>() {
+                    Ok(code) => match socket.close(code, reason) {
+                        Ok(()) => return None,
+                        Err(e) => format!("err:{e:?}"),
+                    },
+                    Err(_) => format!("err:bad close code {code}"),
+                }
+            }
+            "inits" => self.inits.to_string(),
+            "auto" => {
+                let (request, response) = arg.split_once(':').unwrap_or((arg, ""));
+                ok_or_err(sockets::set_auto_response(Some((request, response))))
+            }
+            "auto-ts" => match socket.auto_response_timestamp() {
+                Ok(Some(at)) => at.to_string(),
+                Ok(None) => "none".to_string(),
+                Err(e) => format!("err:{e:?}"),
+            },
+            "call" => match split_call(arg) {
+                Some((class, name, method, payload)) => {
+                    match objects::call(class, name, method, payload.as_bytes()) {
+                        Ok(result) => format!("ok:{}", lossy(&result)),
+                        Err(e) => format!("err:{e:?}"),
+                    }
+                }
+                None => "err:call expects <class>:<name>:<method>:<payload>".to_string(),
+            },
+            other => format!("unknown:{other}"),
+        };
+        Some(reply)
+    }
+}
+
+/// A required query parameter; `400 missing <name>` if absent.
+fn required(request: &Request, name: &str) -> Result<String> {
+    request
+        .query(name)
+        .ok_or_else(|| Error::bad_request(format!("missing {name}")))
+}
+
+/// `text` parsed as a `T`; `400 <complaint>` if it does not parse.
+fn parse<T: FromStr>(text: &str, complaint: &str) -> Result<T> {
+    text.parse().map_err(|_| Error::bad_request(complaint))
+}
+
+/// A required comma-separated list parameter (empty parts dropped).
+fn list_param(request: &Request, name: &str) -> Result<Vec<String>> {
+    let list = required(request, name)?;
+    Ok(split_list(&list).into_iter().map(str::to_string).collect())
+}
+
+/// Stores `key` = `value` (from the query, else the body).
+fn put_from(request: &Request) -> Result<(), Failure> {
+    let key = required(request, "key")?;
+    let value = match request.query("value") {
+        Some(value) => value.into_bytes(),
+        None => request.body.clone(),
+    };
+    Ok(storage::put_bytes(&key, &value)?)
 }
 
 /// A decimal number stored under `key` (0 when absent or unreadable).
 fn read_number(key: &str) -> u64 {
-    storage::get(key)
+    storage::get_bytes(key)
         .ok()
         .flatten()
         .and_then(|v| String::from_utf8(v).ok()?.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Stores `key` = `value` (from the query, else the body).
-fn put_from(query: &Query, body: Vec<u8>) -> Result<(), Response> {
-    let key = query.require("key")?;
-    let value = query.get("value").map(String::into_bytes).unwrap_or(body);
-    storage::put(&key, &value).map_err(storage_failure)
 }
 
 /// Loops forever, without being optimised away.
@@ -402,102 +520,10 @@ fn spin() -> ! {
     }
 }
 
-/// Runs one WebSocket text command; the reply to send, if any.
-fn command(id: SocketId, text: &str) -> Option<String> {
-    let (cmd, arg) = text.split_once(':').unwrap_or((text, ""));
-    let reply = match cmd {
-        "echo" => arg.to_string(),
-        "broadcast" => {
-            sockets::broadcast(&Frame::Text(arg.to_string()), None, &[]);
-            return None;
-        }
-        "broadcast-tag" => {
-            let (tag, x) = arg.split_once(':').unwrap_or((arg, ""));
-            sockets::broadcast(&Frame::Text(x.to_string()), Some(tag), &[]);
-            return None;
-        }
-        "send" => {
-            let (to, x) = arg.split_once(':').unwrap_or((arg, ""));
-            match to.parse::<SocketId>() {
-                Ok(to) => ok_or_err(sockets::send(to, &Frame::Text(x.to_string()))),
-                Err(_) => format!("err:bad socket id {to}"),
-            }
-        }
-        "put" => match arg.split_once('=') {
-            Some((k, v)) => ok_or_err(storage::put(k, v.as_bytes())),
-            None => "err:put expects <k>=<v>".to_string(),
-        },
-        "get" => match storage::get(arg) {
-            Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
-            Ok(None) => "none".to_string(),
-            Err(e) => format!("err:{e:?}"),
-        },
-        "trap" => {
-            if let Err(e) = storage::put("trapped", b"yes") {
-                log::error(&format!("trap: put failed: {e:?}"));
-            }
-            if let Err(e) = sockets::send(id, &Frame::Text("before-trap".to_string())) {
-                log::error(&format!("trap: send failed: {e:?}"));
-            }
-            panic!("probe: trap requested");
-        }
-        "count" => count(),
-        "list" => join_ids(&sockets::list((!arg.is_empty()).then_some(arg))),
-        "tags" => match arg.parse::<SocketId>() {
-            Ok(other) => match sockets::tags(other) {
-                Ok(tags) => tags.join(","),
-                Err(e) => format!("err:{e:?}"),
-            },
-            Err(_) => format!("err:bad socket id {arg}"),
-        },
-        "set-tags" => ok_or_err(sockets::set_tags(id, &split_list(arg))),
-        "attach" => ok_or_err(sockets::set_attachment(id, Some(arg.as_bytes()))),
-        "attachment" => match sockets::attachment(id) {
-            Ok(Some(a)) => String::from_utf8_lossy(&a).into_owned(),
-            Ok(None) => "none".to_string(),
-            Err(e) => format!("err:{e:?}"),
-        },
-        "close" => {
-            let (code, reason) = arg.split_once(':').unwrap_or((arg, ""));
-            match code.parse::<u16>() {
-                Ok(code) => match sockets::close(id, code, reason) {
-                    Ok(()) => return None,
-                    Err(e) => format!("err:{e:?}"),
-                },
-                Err(_) => format!("err:bad close code {code}"),
-            }
-        }
-        "inits" => INITS.get().to_string(),
-        "auto" => {
-            let (request, response) = arg.split_once(':').unwrap_or((arg, ""));
-            ok_or_err(sockets::set_auto_response(Some((request, response))))
-        }
-        "auto-ts" => match sockets::auto_response_timestamp(id) {
-            Ok(Some(at)) => at.to_string(),
-            Ok(None) => "none".to_string(),
-            Err(e) => format!("err:{e:?}"),
-        },
-        "call" => {
-            let mut parts = arg.splitn(4, ':');
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(class), Some(name), Some(method), payload) => {
-                    match objects::call(class, name, method, payload.unwrap_or("").as_bytes()) {
-                        Ok(result) => format!("ok:{}", String::from_utf8_lossy(&result)),
-                        Err(e) => format!("err:{e:?}"),
-                    }
-                }
-                _ => "err:call expects <class>:<name>:<method>:<payload>".to_string(),
-            }
-        }
-        other => format!("unknown:{other}"),
-    };
-    Some(reply)
-}
-
 /// `count`: increments the storage counter and returns the new value (or an
 /// `err:` reply).
 fn count() -> String {
-    let current = match storage::get("count") {
+    let current = match storage::get_bytes("count") {
         Ok(Some(v)) => match std::str::from_utf8(&v)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
@@ -509,106 +535,60 @@ fn count() -> String {
         Err(e) => return format!("err:{e:?}"),
     };
     let next = current.saturating_add(1);
-    match storage::put("count", next.to_string().as_bytes()) {
+    match storage::put_bytes("count", next.to_string().as_bytes()) {
         Ok(()) => next.to_string(),
         Err(e) => format!("err:{e:?}"),
     }
 }
 
+/// `class:name:method:payload` (the payload may contain `:`, and may be
+/// missing).
+fn split_call(text: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = text.splitn(4, ':');
+    Some((
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next().unwrap_or(""),
+    ))
+}
+
 /// `ok`, or `err:<Debug of the error>`.
-fn ok_or_err<E: std::fmt::Debug>(result: Result<(), E>) -> String {
+fn ok_or_err<E: Debug>(result: Result<(), E>) -> String {
     match result {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("err:{e:?}"),
     }
 }
 
-fn join_ids(ids: &[SocketId]) -> String {
-    ids.iter()
-        .map(|id| id.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+/// An error whose message is the `Debug` of a host error
+/// (`StorageError::KeyTooLarge(2048)`, `CallError::Cycle`).
+fn debug(e: impl Debug) -> Error {
+    Error::internal(format!("{e:?}"))
 }
 
 /// Splits `a,b,c`, dropping empty parts.
-fn split_list(list: &str) -> Vec<String> {
-    list.split(',')
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
+fn split_list(list: &str) -> Vec<&str> {
+    list.split(',').filter(|t| !t.is_empty()).collect()
 }
 
-fn storage_failure(e: storage::StorageError) -> Response {
-    Response::text(500, format!("{e:?}"))
+/// Bytes as (lossy UTF-8) text.
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Like `Response::text`, with arbitrary bytes.
-fn bytes_response(status: u16, body: Vec<u8>) -> Response {
+/// `200` with key/value pairs as a JSON array of `[key, value]` (values as
+/// lossy UTF-8), as `list` and `get-many` answer.
+fn pairs_json(entries: Vec<(String, Vec<u8>)>) -> Response {
+    let pairs: Vec<(String, String)> = entries.into_iter().map(|(k, v)| (k, lossy(&v))).collect();
+    Response::json(200, &pairs)
+}
+
+/// `200` with arbitrary bytes.
+fn bytes_response(body: Vec<u8>) -> Response {
     Response {
-        status,
+        status: 200,
         headers: vec![("content-type".into(), "application/octet-stream".into())],
         body,
     }
 }
-
-/// Decoded query parameters (first occurrence wins).
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(query: Option<&str>) -> Query {
-        Query(
-            query
-                .unwrap_or("")
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (decode(k), decode(v))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    /// A required parameter; a `400 missing <name>` response if absent.
-    fn require(&self, name: &str) -> Result<String, Response> {
-        self.get(name)
-            .ok_or_else(|| Response::text(400, format!("missing {name}")))
-    }
-}
-
-/// Form-urlencoding decode: `+` is a space, `%XX` a byte (kept literally when not
-/// valid hex); invalid UTF-8 is replaced.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                if let Some(b) = hex {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-roomhost_sdk::export_object!(Probe);

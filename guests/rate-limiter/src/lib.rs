@@ -22,9 +22,7 @@
 //! client simply starts over with a clean slate. That is acceptable for a
 //! best-effort spam brake.
 
-use std::cell::Cell;
-
-use roomhost_sdk::{Object, Reply, Request, Response, now_ms};
+use roomhost_sdk::{Error, Object, Reply, Request, Response, Result, now_ms};
 use serde::Serialize;
 
 /// Allowance time one message costs, in seconds.
@@ -32,15 +30,14 @@ const COST: f64 = 5.0;
 /// How far ahead of the clock a client may run before it is blocked, in seconds.
 const GRACE: f64 = 20.0;
 
-thread_local! {
+/// The rate limiter object: its whole state lives in the instance.
+#[derive(Default)]
+struct RateLimiter {
     /// When the next message is "due" (seconds since the epoch).
-    static NEXT_ALLOWED: Cell<f64> = const { Cell::new(0.0) };
+    next_allowed: f64,
     /// Until when the client is blocked (seconds since the epoch).
-    static BLOCKED_UNTIL: Cell<f64> = const { Cell::new(0.0) };
+    blocked_until: f64,
 }
-
-/// The rate limiter object.
-struct RateLimiter;
 
 /// The answer of `check`.
 #[derive(Serialize)]
@@ -49,24 +46,24 @@ struct Verdict {
     cooldown: f64,
 }
 
-/// Checks (and, when allowed, counts) one message at time `now` (seconds).
-fn check(now: f64) -> Verdict {
-    let blocked_until = BLOCKED_UNTIL.get();
-    if now < blocked_until {
-        return Verdict {
-            allowed: false,
-            cooldown: blocked_until - now,
-        };
-    }
-    let next_allowed = now.max(NEXT_ALLOWED.get()) + COST;
-    NEXT_ALLOWED.set(next_allowed);
-    let cooldown = (next_allowed - now - GRACE).max(0.0);
-    if cooldown > 0.0 {
-        BLOCKED_UNTIL.set(now + cooldown);
-    }
-    Verdict {
-        allowed: true,
-        cooldown,
+impl RateLimiter {
+    /// Checks (and, when allowed, counts) one message at time `now` (seconds).
+    fn check(&mut self, now: f64) -> Verdict {
+        if now < self.blocked_until {
+            return Verdict {
+                allowed: false,
+                cooldown: self.blocked_until - now,
+            };
+        }
+        self.next_allowed = now.max(self.next_allowed) + COST;
+        let cooldown = (self.next_allowed - now - GRACE).max(0.0);
+        if cooldown > 0.0 {
+            self.blocked_until = now + cooldown;
+        }
+        Verdict {
+            allowed: true,
+            cooldown,
+        }
     }
 }
 
@@ -76,21 +73,73 @@ fn now_s() -> f64 {
 }
 
 impl Object for RateLimiter {
-    fn on_call(method: String, _payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        match method.as_str() {
-            "check" => serde_json::to_vec(&check(now_s())).map_err(|e| e.to_string()),
-            _ => Err(format!("no such method: {method}")),
+    fn init() -> Result<Self> {
+        Ok(RateLimiter::default())
+    }
+
+    fn on_call(&mut self, method: &str, _payload: Vec<u8>) -> Result<Vec<u8>> {
+        match method {
+            "check" => Ok(serde_json::to_vec(&self.check(now_s()))?),
+            _ => Err(Error::not_found(format!("no such method: {method}"))),
         }
     }
 
-    fn on_request(request: Request) -> Reply {
+    fn on_request(&mut self, request: Request) -> Result<Reply> {
         if request.method != "POST" {
-            let mut response = Response::text(405, "method not allowed");
-            response.headers.push(("allow".into(), "POST".into()));
-            return response.into();
+            return Ok(Response::text(405, "method not allowed")
+                .with_header("allow", "POST")
+                .into());
         }
-        Response::text(200, check(now_s()).cooldown.to_string()).into()
+        Ok(Response::text(200, self.check(now_s()).cooldown.to_string()).into())
     }
 }
 
 roomhost_sdk::export_object!(RateLimiter);
+
+#[cfg(test)]
+mod tests {
+    use roomhost_sdk::testing::TestObject;
+    use serde_json::{Value, json};
+
+    use super::RateLimiter;
+
+    fn check(limiter: &mut TestObject<RateLimiter>) -> Value {
+        let answer = limiter.call("check", b"").unwrap_or_default();
+        serde_json::from_slice(&answer).unwrap_or_default()
+    }
+
+    #[test]
+    fn five_quick_messages_pass_then_the_client_waits() {
+        let mut limiter = TestObject::<RateLimiter>::new("rate-limiter", "10.0.0.1");
+        for _ in 0..4 {
+            assert_eq!(
+                check(&mut limiter),
+                json!({"allowed": true, "cooldown": 0.0})
+            );
+        }
+        // The fifth puts the client 25 s ahead: allowed, blocked for 5 s.
+        assert_eq!(
+            check(&mut limiter),
+            json!({"allowed": true, "cooldown": 5.0})
+        );
+        assert_eq!(check(&mut limiter)["allowed"], false);
+        limiter.advance(std::time::Duration::from_secs(5));
+        assert_eq!(check(&mut limiter)["allowed"], true);
+        // Unknown methods are refused by name; an eviction forgets everything.
+        assert!(limiter.call("nope", b"").is_err());
+        limiter.evict();
+        assert_eq!(
+            check(&mut limiter),
+            json!({"allowed": true, "cooldown": 0.0})
+        );
+    }
+
+    #[test]
+    fn http_post_answers_the_cooldown_and_other_methods_405() {
+        let mut limiter = TestObject::<RateLimiter>::new("rate-limiter", "10.0.0.2");
+        assert_eq!(limiter.post("/limit", b"").body_text(), "0");
+        let get = limiter.get("/limit");
+        assert_eq!(get.status, 405);
+        assert!(get.headers.contains(&("allow".into(), "POST".into())));
+    }
+}
