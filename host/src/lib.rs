@@ -61,6 +61,7 @@ pub mod ids;
 pub mod memory;
 pub mod metrics;
 pub mod objects;
+pub mod scaffold;
 pub mod server;
 pub mod sockets;
 pub mod storage;

@@ -56,6 +56,22 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Create a room guest crate in ./NAME: a working room, its tests, its
+    /// host config, and the SDK and WIT this binary carries.
+    New {
+        /// The crate, its folder and its class.
+        name: String,
+        /// What to start from.
+        #[arg(long, default_value = "room", value_parser = clap::builder::PossibleValuesParser::new(roomhost::scaffold::TEMPLATES))]
+        template: String,
+    },
+    /// Replace DIR/roomhost-sdk (in a crate made by `roomhost new`) with the
+    /// SDK and WIT this binary carries.
+    UpdateSdk {
+        /// The crate.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Where the admin API is, and its token.
@@ -105,6 +121,8 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         None => ServeArgs::default(),
+        Some(Command::New { name, template }) => return new_crate(&name, &template),
+        Some(Command::UpdateSdk { dir }) => return update_sdk(&dir),
         Some(admin) => return admin_command(admin),
     };
     match serve(args) {
@@ -113,6 +131,43 @@ fn main() -> ExitCode {
             let report = roomhost::error::Report(&e);
             tracing::error!("{report}");
             eprintln!("roomhost: {report}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `roomhost new`: makes the crate and says what to type next.
+fn new_crate(name: &str, template: &str) -> ExitCode {
+    match roomhost::scaffold::new_crate(std::path::Path::new("."), name, template) {
+        Ok(dir) => {
+            println!("created {} (template {template})", dir.display());
+            println!("next:");
+            println!("  cd {name}");
+            println!("  cargo test      # unit tests on the SDK's in-memory host");
+            println!("  roomhost dev    # serve on 127.0.0.1, hot-swap on every save");
+            println!("  roomhost test   # unit and end-to-end tests against a real host");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomhost: {}", roomhost::error::Report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `roomhost update-sdk`.
+fn update_sdk(dir: &std::path::Path) -> ExitCode {
+    match roomhost::scaffold::update_sdk(dir) {
+        Ok(()) => {
+            println!(
+                "rewrote {} with the SDK of roomhost {}; review the diff, then cargo test",
+                dir.join("roomhost-sdk").display(),
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomhost: {}", roomhost::error::Report(&e));
             ExitCode::FAILURE
         }
     }
@@ -242,7 +297,7 @@ async fn run_admin(command: Command) -> Result<String, roomhost::client::ClientE
         }
     };
     match command {
-        Command::Serve(_) => Ok(String::new()),
+        Command::Serve(_) | Command::New { .. } | Command::UpdateSdk { .. } => Ok(String::new()),
         Command::Deploy {
             class,
             file,
