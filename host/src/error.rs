@@ -149,9 +149,9 @@ pub enum ComponentError {
     Trial {
         /// The class.
         class: String,
-        /// The trap.
+        /// The trap: the panic message, or the trap's cause.
         #[source]
-        source: wasmtime::Error,
+        source: crate::guest_log::GuestFailure,
     },
     /// No class of this name is configured or deployed.
     #[error("no class named {0:?}")]
