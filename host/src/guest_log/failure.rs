@@ -22,18 +22,16 @@ impl GuestFailure {
     pub fn new(error: &wasmtime::Error, stderr: Vec<String>) -> GuestFailure {
         let (panic, stderr) = split_panic(stderr);
         let cause = error.root_cause().to_string();
+        let panicked = panic.is_some();
         let summary = match panic {
             // A Rust panic ends in `unreachable`: the panic says it all.
             Some(p) if cause.contains("unreachable") => p,
             Some(p) => format!("{p} ({cause})"),
             None => cause,
         };
-        let backtrace = error.downcast_ref::<wasmtime::WasmBacktrace>().map(|bt| {
-            let text = bt.to_string();
-            text.split_once('\n')
-                .map(|(_, frames)| frames.to_string())
-                .unwrap_or(text)
-        });
+        let backtrace = error
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|bt| frames(&bt.to_string(), panicked));
         GuestFailure {
             summary,
             stderr,
@@ -72,6 +70,48 @@ impl fmt::Display for GuestFailure {
 }
 
 impl std::error::Error for GuestFailure {}
+
+/// The frames of wasmtime's backtrace text, without its heading, without
+/// the crate hashes of demangled names (`std[d123b7a1a2ed1472]::` →
+/// `std::`), and — after a panic — without the frames of the panic
+/// machinery itself (std's and core's `panicking`, the abort): the first
+/// frame left is the guest's.
+fn frames(text: &str, panicked: bool) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .skip_while(|l| l.starts_with("error while executing"))
+        .map(strip_crate_hashes)
+        .collect();
+    let machinery = |l: &String| {
+        l.contains("::panicking::") || l.contains("rust_begin_unwind") || l.contains("__rust_")
+    };
+    let start = match lines.iter().rposition(machinery) {
+        Some(last) if panicked && last + 1 < lines.len() => last + 1,
+        _ => 0,
+    };
+    lines[start..].join("\n")
+}
+
+/// `name[0123456789abcdef]` → `name`.
+fn strip_crate_hashes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('[') {
+        let after = &rest[at + 1..];
+        let hash = after.len() > 16
+            && after.as_bytes()[16] == b']'
+            && after[..16].bytes().all(|b| b.is_ascii_hexdigit());
+        if hash {
+            out.push_str(&rest[..at]);
+            rest = &after[17..];
+        } else {
+            out.push_str(&rest[..=at]);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Finds a Rust panic in stderr lines — `thread '...' panicked at FILE:L:C:`,
 /// the message's lines, then std's `note: run with RUST_BACKTRACE` hint —
@@ -127,6 +167,27 @@ mod tests {
         assert_eq!(f.stderr, ["before"]);
         assert!(f.backtrace.is_none());
         assert_eq!(f.details(), "\n  guest stderr:\n    before");
+    }
+
+    #[test]
+    fn a_backtrace_starts_at_the_guest_after_a_panic() {
+        let text = "error while executing at wasm backtrace:\n    \
+            0:   0x6cc8 - g.wasm!abort\n    \
+            1:   0x2e8e - g.wasm!std[d123b7a1a2ed1472]::panicking::panic_with_hook\n    \
+            2:   0xb7ee - g.wasm!core[6d9e98711c484d2e]::panicking::panic_fmt\n    \
+            3:   0x1b41 - g.wasm!g::Guest::on_request\n    \
+            4:   0x1b42 - g.wasm!roomhost:object/handler@0.1.0#on-request";
+        assert_eq!(
+            frames(text, true),
+            "    3:   0x1b41 - g.wasm!g::Guest::on_request\n    4:   0x1b42 - g.wasm!roomhost:object/handler@0.1.0#on-request"
+        );
+        let all = frames(text, false);
+        assert_eq!(all.lines().count(), 5);
+        assert!(
+            all.contains("g.wasm!std::panicking::panic_with_hook"),
+            "{all}"
+        );
+        assert_eq!(strip_crate_hashes("a[1] b[xyz]"), "a[1] b[xyz]");
     }
 
     #[test]
