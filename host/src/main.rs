@@ -128,7 +128,10 @@ fn main() -> ExitCode {
     // The guest author's tools show what the guest says (its log, its
     // panics) and the host's warnings; serving shows everything from info.
     let default_filter = match &cli.command {
-        Some(Command::Dev(_) | Command::Test { .. }) => "warn,roomhost::guest=debug",
+        // (A deploy's outcome is printed by the dev loop itself.)
+        Some(Command::Dev(_) | Command::Test { .. }) => {
+            "warn,roomhost::guest=debug,roomhost::objects::deploy=error"
+        }
         Some(Command::Check { .. }) => "warn",
         _ => "info",
     };
