@@ -279,14 +279,8 @@ async fn dev_swaps_on_save_keeping_connections_and_state() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     scaffold(dir, "dev-loop-guest");
-    let mut dev = Proc::spawn(&["dev", "--listen", "127.0.0.1:0"], dir, &[]);
-    let out = dev.wait_for(FIRST_BUILD, "serving", |o| o.contains("serving on http://"));
-    let addr: std::net::SocketAddr = out
-        .split("serving on http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in:\n{out}"));
+    let (mut dev, addr) = start_dev(dir, FIRST_BUILD);
+    let out = dev.output();
     // It prints the route's URL, and keeps its database in the crate folder,
     // out of git.
     assert!(
@@ -371,7 +365,35 @@ async fn dev_swaps_on_save_keeping_connections_and_state() {
         Ok(Some(Ok(Message::Close(Some(frame))))) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("expected a close frame, got {other:?}"),
     }
+
+    // 6. A restart serves what was built, on the stored data.
+    let (mut dev, addr) = start_dev(dir, REBUILD);
+    let (status, body) = common::http_request(addr, "GET", "/guest/a/x", b"").await;
+    assert_eq!((status, body.as_str()), (200, "v3 8"), "{}", dev.output());
+    let pid = dev.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(dev.wait_exit(Duration::from_secs(30)).success());
     eprintln!("save to swap: {swap:?}");
+}
+
+/// Starts `roomhost dev DIR` on an ephemeral port; returns it once it serves,
+/// and where.
+fn start_dev(dir: &Path, within: Duration) -> (Proc, std::net::SocketAddr) {
+    let mut dev = Proc::spawn(&["dev", "--listen", "127.0.0.1:0"], dir, &[]);
+    let out = dev.wait_for(within, "serving", |o| o.contains("serving on http://"));
+    let addr = out
+        .split("serving on http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in:\n{out}"));
+    (dev, addr)
 }
 
 #[test]

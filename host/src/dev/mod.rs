@@ -227,8 +227,26 @@ pub async fn dev(opts: DevOptions, shutdown: impl Future<Output = ()>) -> Result
     let data = config.data.clone();
     let served = config.clone();
     let host = LocalHost::start(config).await?;
-    let mut last = std::fs::read(&wasm).ok().map(|b| content_hash(&b));
+    let bytes = std::fs::read(&wasm).map_err(|source| DevError::Io {
+        context: format!("cannot read {}", wasm.display()),
+        source,
+    })?;
+    let hash = content_hash(&bytes);
+    let mut last = Some(hash.clone());
     for class in &classes {
+        // What was built serves, even if the database says another version
+        // (one deployed or rolled back to by hand since the last start).
+        let built = crate::components::versions::version_id(&hash);
+        let stale = host.deployer.active_version(class).as_deref() != Some(built.as_str());
+        if stale
+            && let Err(e) = host
+                .deployer
+                .deploy(class, bytes.clone(), DEPLOYED_BY)
+                .await
+        {
+            say(format!("refused: {}", Report(&e)));
+            last = None;
+        }
         let version = host.deployer.active_version(class).unwrap_or_default();
         say(format!(
             "class {class} runs {} (version {version})",
