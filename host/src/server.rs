@@ -47,15 +47,17 @@ impl Server {
     fn build(config: Config, load_classes: bool) -> Result<Server> {
         config.validate()?;
         let router = Router::new(&config.routes)?;
-        let admin = Arc::new(match load_classes {
-            true => AdminToken::resolve(&config)?,
-            false => AdminToken::unusable(),
+        let admin = Arc::new(if load_classes {
+            AdminToken::resolve(&config)?
+        } else {
+            AdminToken::unusable()
         });
         let metrics = Arc::new(Metrics::default());
         let db = Db::open(&config.data)?;
-        let components = match load_classes {
-            true => Components::load(&config, &db, metrics.clone())?,
-            false => Components::empty(&config, &db, metrics.clone())?,
+        let components = if load_classes {
+            Components::load(&config, &db, metrics.clone())?
+        } else {
+            Components::empty(&config, &db, metrics.clone())?
         };
         if load_classes {
             for (path, class) in config.routes_without_class(|class| components.has_class(class)) {
