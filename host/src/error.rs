@@ -24,6 +24,9 @@ pub enum Error {
     /// An event could not be delivered to, or handled by, an object.
     #[error(transparent)]
     Event(#[from] EventError),
+    /// The guest author's tools (`roomhost dev`, `test`, `check`) failed.
+    #[error(transparent)]
+    Dev(#[from] DevError),
     /// A network operation failed (binding the listener, accepting).
     #[error("{context}")]
     Io {
@@ -149,9 +152,9 @@ pub enum ComponentError {
     Trial {
         /// The class.
         class: String,
-        /// The trap.
+        /// The trap: the panic message, or the trap's cause.
         #[source]
-        source: wasmtime::Error,
+        source: crate::guest_log::GuestFailure,
     },
     /// No class of this name is configured or deployed.
     #[error("no class named {0:?}")]
@@ -193,6 +196,9 @@ pub enum ComponentError {
     /// A lock was poisoned by a panic elsewhere.
     #[error("the component registry is unavailable (a panic poisoned its lock)")]
     Poisoned,
+    /// The host has stopped (an in-process deploy after shutdown).
+    #[error("the host has stopped")]
+    HostStopped,
 }
 
 /// Delivering or running one event failed.
@@ -267,6 +273,76 @@ impl EventError {
             source: Arc::new(source),
         }
     }
+}
+
+/// The guest author's tools failed: building the crate, watching it, running
+/// its tests, or a config they cannot use.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// A program (cargo) could not be run.
+    #[error("cannot run {program} in {dir}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Where.
+        dir: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `cargo build` failed; cargo printed why.
+    #[error("the build of {dir} failed (cargo's messages are above)")]
+    BuildFailed {
+        /// The crate.
+        dir: PathBuf,
+    },
+    /// The build succeeded but wrote no `.wasm` file.
+    #[error(
+        "the build of {dir} wrote no .wasm file: the crate needs `[lib] crate-type = [\"cdylib\"]`"
+    )]
+    NoArtifact {
+        /// The crate.
+        dir: PathBuf,
+    },
+    /// The crate folder has no `roomhost.toml`.
+    #[error(
+        "{path} is missing: it says which class runs the crate and how requests reach it, e.g.\n\n[classes.counter]\ncomponent = \"target/wasm32-wasip2/release/{artifact}\"\n\n[[routes]]\npath = \"/counter/{{name}}/*\"\nobject = \"counter\""
+    )]
+    NoConfig {
+        /// The file looked for.
+        path: PathBuf,
+        /// The artifact's file name.
+        artifact: String,
+    },
+    /// No class of the config runs the crate's component.
+    #[error(
+        "no class in {config} runs {artifact}: give one `component = \"target/wasm32-wasip2/release/{artifact}\"`"
+    )]
+    NoClass {
+        /// The config file.
+        config: PathBuf,
+        /// The artifact's file name.
+        artifact: String,
+    },
+    /// The crate's files cannot be watched.
+    #[error("cannot watch {path} for changes")]
+    Watch {
+        /// What was to be watched.
+        path: PathBuf,
+        /// What notify said.
+        #[source]
+        source: notify::Error,
+    },
+    /// A file or folder of the crate could not be read or written.
+    #[error("{context}")]
+    Io {
+        /// What the tool was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Shows an error with all its causes, `outer: inner: innermost` — for logs

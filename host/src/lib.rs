@@ -33,6 +33,10 @@
 //!   - [`upgrade`] — the `versions` interface: the running version, and the
 //!     one that last wrote the object's data;
 //!   - [`guest_log`] — the `log` interface and the guest's stderr.
+//! - [`dev`] — the guest author's tools: `roomhost dev` (build, serve,
+//!   rebuild and hot-swap on save), `roomhost test` (the crate's tests
+//!   against a host), `roomhost check` (a config and its components, without
+//!   serving).
 //! - [`client`] — a client of the admin API, for the CLI (`roomhost deploy`
 //!   and its siblings).
 //! - [`config`] — the TOML config and its defaults (the chat, on 127.0.0.1:8080).
@@ -53,6 +57,7 @@ pub mod client;
 pub mod clock;
 pub mod components;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod guest_log;
 pub mod guests;

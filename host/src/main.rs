@@ -1,6 +1,7 @@
 //! The `roomhost` binary: parse the command line, set up logging, serve — or
 //! act as a client of a running host's admin API (deploy, rollback, promote,
-//! classes).
+//! classes), or run the guest author's tools (dev, test, check: see
+//! `roomhost::dev`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,42 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Build a guest crate, serve it, and rebuild and hot-swap it on every
+    /// save (connections and stored data stay).
+    Dev(DevArgs),
+    /// Build a guest crate, serve it on an ephemeral port with a temporary
+    /// database, and run its tests (`cargo test --release -- --include-ignored`)
+    /// with ROOMHOST_URL set.
+    Test {
+        /// The crate's folder (with its roomhost.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Passed to the test binaries, after `--include-ignored`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Check a config and its components without serving: the config
+    /// parses, each class's component compiles, links and starts, each route
+    /// names a class.
+    Check {
+        /// The config file.
+        #[arg(long, default_value = "roomhost.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// The crate's folder: Cargo.toml, src/, and roomhost.toml (its classes
+    /// and routes).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Address to listen on [default: the config's, else 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The redb database file [default: DIR/.roomhost/data.redb].
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
 /// Where the admin API is, and its token.
@@ -103,16 +140,26 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The guest author's tools show what the guest says (its log, its
+    // panics) and the host's warnings; serving shows everything from info.
+    let default_filter = match &cli.command {
+        // (A deploy's outcome is printed by the dev loop itself.)
+        Some(Command::Dev(_) | Command::Test { .. }) => {
+            "warn,roomhost::guest=debug,roomhost::objects::deploy=error"
+        }
+        Some(Command::Check { .. }) => "warn",
+        _ => "info",
+    };
     // Colour only on a terminal: a log written to a file stays plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
-    let cli = Cli::parse();
     // One descriptor per WebSocket: allow as many as the hard limit permits.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!("open file limit: {n}"),
@@ -123,6 +170,9 @@ fn main() -> ExitCode {
         None => ServeArgs::default(),
         Some(Command::New { name, template }) => return new_crate(&name, &template),
         Some(Command::UpdateSdk { dir }) => return update_sdk(&dir),
+        Some(Command::Dev(a)) => return dev(a),
+        Some(Command::Test { dir, args }) => return test(&dir, &args),
+        Some(Command::Check { config }) => return check(&config),
         Some(admin) => return admin_command(admin),
     };
     match serve(args) {
@@ -252,6 +302,89 @@ fn serve(args: ServeArgs) -> Result<(), roomhost::Error> {
     })
 }
 
+/// A multi-threaded runtime for the commands that run a host.
+fn runtime() -> Result<tokio::runtime::Runtime, roomhost::Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| roomhost::Error::Io {
+            context: "cannot start the tokio runtime".into(),
+            source,
+        })
+}
+
+/// The last word of a command that failed: one line on stderr, status 1.
+fn failed(e: &roomhost::Error) -> ExitCode {
+    eprintln!("roomhost: {}", roomhost::error::Report(e));
+    ExitCode::FAILURE
+}
+
+/// `roomhost dev`: see `roomhost::dev::dev`.
+fn dev(args: DevArgs) -> ExitCode {
+    let opts = roomhost::dev::DevOptions {
+        dir: args.dir,
+        listen: args.listen,
+        data: args.data,
+    };
+    match runtime().and_then(|rt| rt.block_on(roomhost::dev::dev(opts, shutdown_signal()))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&e),
+    }
+}
+
+/// `roomhost test`: exits with cargo test's status.
+fn test(dir: &std::path::Path, args: &[String]) -> ExitCode {
+    match runtime().and_then(|rt| rt.block_on(roomhost::dev::test(dir, args, shutdown_signal()))) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `roomhost check`: one line per class, then every problem; status 1 if any.
+fn check(config_file: &std::path::Path) -> ExitCode {
+    let config = match Config::from_file(config_file) {
+        Ok(c) => c,
+        Err(e) => return failed(&e.into()),
+    };
+    let report = match runtime().and_then(|rt| rt.block_on(roomhost::dev::check::check(&config))) {
+        Ok(r) => r,
+        Err(e) => return failed(&e),
+    };
+    let mut problems = 0;
+    for c in &report.classes {
+        match &c.result {
+            Ok((version, size)) => println!(
+                "ok    class {:<16} version {version}  {:>7.1} KB  {}",
+                c.class,
+                *size as f64 / 1024.0,
+                c.component
+            ),
+            Err(e) => {
+                problems += 1;
+                println!("FAIL  {}", roomhost::error::Report(e));
+            }
+        }
+    }
+    for (path, class) in &report.routes_without_class {
+        problems += 1;
+        println!(
+            "FAIL  route {path}: class {class} is not configured (add [classes.{class}] to {}, or deploy it before serving)",
+            config_file.display()
+        );
+    }
+    if problems == 0 {
+        println!("{}: ok", config_file.display());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "roomhost: {}: {problems} problem{}",
+            config_file.display(),
+            if problems == 1 { "" } else { "s" }
+        );
+        ExitCode::FAILURE
+    }
+}
+
 /// Runs an admin command against a running host; prints what happened, or
 /// one line saying why not (exit status 1).
 fn admin_command(command: Command) -> ExitCode {
@@ -297,7 +430,12 @@ async fn run_admin(command: Command) -> Result<String, roomhost::client::ClientE
         }
     };
     match command {
-        Command::Serve(_) | Command::New { .. } | Command::UpdateSdk { .. } => Ok(String::new()),
+        Command::Serve(_)
+        | Command::New { .. }
+        | Command::UpdateSdk { .. }
+        | Command::Dev(_)
+        | Command::Test { .. }
+        | Command::Check { .. } => Ok(String::new()),
         Command::Deploy {
             class,
             file,

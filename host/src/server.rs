@@ -35,18 +35,38 @@ pub struct Server {
 impl Server {
     /// Opens the database, compiles and links every class, starts the committer.
     pub fn new(config: Config) -> Result<Server> {
+        Server::build(config, true)
+    }
+
+    /// A host whose config's classes are not loaded: `roomhost check` loads
+    /// and tries each itself. Its admin token is not looked up.
+    pub(crate) fn without_classes(config: Config) -> Result<Server> {
+        Server::build(config, false)
+    }
+
+    fn build(config: Config, load_classes: bool) -> Result<Server> {
         config.validate()?;
         let router = Router::new(&config.routes)?;
-        let admin = Arc::new(AdminToken::resolve(&config)?);
+        let admin = Arc::new(if load_classes {
+            AdminToken::resolve(&config)?
+        } else {
+            AdminToken::unusable()
+        });
         let metrics = Arc::new(Metrics::default());
         let db = Db::open(&config.data)?;
-        let components = Components::load(&config, &db, metrics.clone())?;
-        for (path, class) in config.routes_without_class(|class| components.has_class(class)) {
-            tracing::warn!(
-                route = %path,
-                %class,
-                "the route names a class that is neither configured nor deployed: it answers 404 until `roomhost deploy {class} FILE` creates it"
-            );
+        let components = if load_classes {
+            Components::load(&config, &db, metrics.clone())?
+        } else {
+            Components::empty(&config, &db, metrics.clone())?
+        };
+        if load_classes {
+            for (path, class) in config.routes_without_class(|class| components.has_class(class)) {
+                tracing::warn!(
+                    route = %path,
+                    %class,
+                    "the route names a class that is neither configured nor deployed: it answers 404 until `roomhost deploy {class} FILE` creates it"
+                );
+            }
         }
         let (committer, thread) = Committer::start_with(
             db.clone(),
@@ -83,6 +103,24 @@ impl Server {
     /// The host's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.rt.metrics.clone()
+    }
+
+    /// A handle that deploys into this host while it serves (`roomhost
+    /// dev`). It does not keep the host alive.
+    pub fn deployer(&self) -> Deployer {
+        Deployer(Arc::downgrade(&self.rt))
+    }
+
+    /// The shared state, for in-crate tools (`roomhost check`).
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    /// Stops a host that never served: its background tasks end, the
+    /// committer with the last handle.
+    pub(crate) fn close(self) {
+        self.rt.shutdown.cancel();
+        self.rt.warm.clear(&self.rt.metrics);
     }
 
     /// Serves connections from `listener` until `shutdown` resolves; then closes
@@ -173,6 +211,39 @@ impl Server {
             Some(e) => Err(Error::Storage(e)),
             None => Ok(()),
         }
+    }
+}
+
+/// Deploys into a running host, in process: the path `roomhost deploy` takes
+/// through the admin API (compile, link, a trial instance and its `init`,
+/// then every object moves at its next event), without HTTP.
+#[derive(Clone)]
+pub struct Deployer(std::sync::Weak<Runtime>);
+
+impl Deployer {
+    /// Deploys `bytes` as `class`'s new version for every object; refused
+    /// (and nothing changes) unless it compiles, links and starts.
+    pub async fn deploy(
+        &self,
+        class: &str,
+        bytes: Vec<u8>,
+        deployed_by: &str,
+    ) -> std::result::Result<crate::components::Change, crate::error::ComponentError> {
+        let rt = self
+            .0
+            .upgrade()
+            .ok_or(crate::error::ComponentError::HostStopped)?;
+        rt.deploy(class, bytes, deployed_by, None).await
+    }
+
+    /// The version of `class` that serves every object now.
+    pub fn active_version(&self, class: &str) -> Option<String> {
+        let rt = self.0.upgrade()?;
+        rt.components
+            .records()
+            .into_iter()
+            .find(|(c, _)| c == class)
+            .map(|(_, r)| r.active)
     }
 }
 

@@ -208,7 +208,7 @@ async fn guest_stderr_reaches_the_host_log_with_the_object_id() {
     )
     .unwrap();
     let proc = spawn_host(&data, &config, None);
-    let (status, _) = http_request(
+    let (status, body) = http_request(
         proc.addr,
         "GET",
         "/probe/loud/put-then-trap?key=k&value=v",
@@ -216,6 +216,16 @@ async fn guest_stderr_reaches_the_host_log_with_the_object_id() {
     )
     .await;
     assert_eq!(status, 500, "the trap answers 500");
+    // The client learns that the object failed and where to look, no more.
+    assert!(body.starts_with("object failed"), "{body}");
+    assert!(
+        body.contains("host's log") && body.contains("probe/loud"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("panicked") && !body.contains("wasm"),
+        "{body}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let line = loop {
         let out = proc.output();
@@ -230,5 +240,18 @@ async fn guest_stderr_reaches_the_host_log_with_the_object_id() {
     };
     assert!(line.contains("roomhost::guest"), "{line}");
     assert!(line.contains("probe/loud"), "{line}");
+    assert!(line.contains("on-request"), "{line}");
+    // One panic, one log entry: the message and the backtrace once each, and
+    // no other warning (not the stderr lines apart, not the HTTP layer again).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = proc.output();
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert_eq!(out.matches("probe: trap requested").count(), 1, "{out}");
+    assert_eq!(out.matches("wasm backtrace").count(), 1, "{out}");
+    assert!(!out.contains("RUST_BACKTRACE"), "{out}");
     drop(proc);
 }

@@ -128,6 +128,18 @@ impl<T: Capabilities> Components<T> {
         db: &Db,
         metrics: Arc<Metrics>,
     ) -> Result<Components<T>, ComponentError> {
+        let components = Components::empty(config, db, metrics)?;
+        components.start(config)?;
+        Ok(components)
+    }
+
+    /// The engine and the linker for `config`'s limits, with no class loaded
+    /// (`roomhost check` loads each on its own, to report every problem).
+    pub fn empty(
+        config: &Config,
+        db: &Db,
+        metrics: Arc<Metrics>,
+    ) -> Result<Components<T>, ComponentError> {
         let (engine, cache) = engine::engine(config)?;
         let linker = link::linker::<T>(&engine).map_err(|source| ComponentError::Engine {
             context: "the linker",
@@ -148,7 +160,6 @@ impl<T: Capabilities> Components<T> {
             ticker_stop,
             activity,
         };
-        components.start(config)?;
         Ok(components)
     }
 
@@ -529,7 +540,7 @@ fn to_json(record: &ClassRecord) -> Vec<u8> {
 }
 
 /// The bytes a config class names: `builtin:NAME` or a file.
-fn config_bytes(class: &str, component: &str) -> Result<Vec<u8>, ComponentError> {
+pub(crate) fn config_bytes(class: &str, component: &str) -> Result<Vec<u8>, ComponentError> {
     if let Some(name) = component.strip_prefix("builtin:") {
         return crate::guests::builtin(name)
             .map(<[u8]>::to_vec)

@@ -2,13 +2,17 @@
 //!
 //! - the `log` interface for guests ([`LogView`]);
 //! - [`stderr`]: the guest's stderr (a Rust panic message, `eprintln!`),
-//!   forwarded line by line.
+//!   forwarded line by line, or held back during an event;
+//! - [`failure`]: a trap said once — the panic message, the other stderr
+//!   lines of the event, the wasm backtrace.
 
+pub mod failure;
 pub mod stderr;
 
 use crate::bindings::roomhost::object::log::{self as wit, Host, Level};
 use crate::ids::ObjectId;
 
+pub use failure::GuestFailure;
 pub use stderr::GuestStderr;
 
 /// What a guest's `log` calls work on: the object they are logged under.

@@ -1,6 +1,12 @@
 //! A guest's stderr, forwarded line by line to the host's log (`tracing`,
-//! target `roomhost::guest`) with the object it came from — so that a guest's
-//! panic message sits next to the host's record of the trap, in the same log.
+//! target `roomhost::guest`) with the object it came from.
+//!
+//! While an event runs, the lines are held back ([`GuestStderr::capture`]):
+//! when the event returns they are logged as they were written
+//! ([`GuestStderr::release`]); when it traps they become part of the one
+//! line that reports the trap ([`GuestStderr::take`], see
+//! [`super::failure`]) — a panic is one log entry, not its message scattered
+//! over several.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -13,27 +19,112 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// make the host buffer more than this for it).
 const MAX_LINE: usize = 4096;
 
+/// The most lines held back during one event; later ones are counted, not kept.
+const MAX_HELD_LINES: usize = 32;
+
 /// The stderr of one instance. Its label names the object, and changes when a
 /// pre-warmed instance is bound to one.
 #[derive(Clone)]
 pub struct GuestStderr {
-    label: Arc<Mutex<String>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    label: String,
+    /// Lines are held back (an event runs).
+    capturing: bool,
+    held: Vec<String>,
+    /// Lines dropped past [`MAX_HELD_LINES`].
+    dropped: usize,
 }
 
 impl GuestStderr {
     /// A stderr whose lines are logged under `label` (the object's id).
     pub fn new(label: String) -> GuestStderr {
         GuestStderr {
-            label: Arc::new(Mutex::new(label)),
+            inner: Arc::new(Mutex::new(Inner {
+                label,
+                capturing: false,
+                held: Vec::new(),
+                dropped: 0,
+            })),
         }
     }
 
     /// Names the object the instance now belongs to.
     pub fn set_label(&self, label: String) {
-        if let Ok(mut l) = self.label.lock() {
-            *l = label;
+        if let Ok(mut l) = self.inner.lock() {
+            l.label = label;
         }
     }
+
+    /// Holds lines back from now on (an event starts), until [`release`] or
+    /// [`take`].
+    ///
+    /// [`release`]: GuestStderr::release
+    /// [`take`]: GuestStderr::take
+    pub fn capture(&self) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.capturing = true;
+        }
+    }
+
+    /// Logs the lines held back, and stops holding them (the event returned).
+    pub fn release(&self) {
+        let (label, lines) = match self.inner.lock() {
+            Ok(mut i) => {
+                i.capturing = false;
+                let mut lines = std::mem::take(&mut i.held);
+                if i.dropped > 0 {
+                    lines.push(format!("[{} more lines not logged]", i.dropped));
+                    i.dropped = 0;
+                }
+                (i.label.clone(), lines)
+            }
+            Err(_) => return,
+        };
+        for line in lines {
+            log_line(&label, &line);
+        }
+    }
+
+    /// The lines held back, no longer held (the event trapped: whoever
+    /// reports the trap logs them).
+    pub fn take(&self) -> Vec<String> {
+        match self.inner.lock() {
+            Ok(mut i) => {
+                i.capturing = false;
+                let mut lines = std::mem::take(&mut i.held);
+                if i.dropped > 0 {
+                    lines.push(format!("[{} more lines not kept]", i.dropped));
+                    i.dropped = 0;
+                }
+                lines
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// One complete line from the guest.
+    fn line(&self, text: String) {
+        let label = match self.inner.lock() {
+            Ok(mut i) if i.capturing => {
+                if i.held.len() < MAX_HELD_LINES {
+                    i.held.push(text);
+                } else {
+                    i.dropped += 1;
+                }
+                return;
+            }
+            Ok(i) => i.label.clone(),
+            Err(_) => return,
+        };
+        log_line(&label, &text);
+    }
+}
+
+fn log_line(label: &str, text: &str) {
+    tracing::warn!(target: "roomhost::guest", object = %label, "{text}");
 }
 
 impl IsTerminal for GuestStderr {
@@ -45,7 +136,7 @@ impl IsTerminal for GuestStderr {
 impl StdoutStream for GuestStderr {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(LineWriter {
-            label: self.label.clone(),
+            sink: self.clone(),
             line: Vec::new(),
             cut: false,
         })
@@ -53,7 +144,7 @@ impl StdoutStream for GuestStderr {
 }
 
 struct LineWriter {
-    label: Arc<Mutex<String>>,
+    sink: GuestStderr,
     line: Vec<u8>,
     /// The current line was longer than [`MAX_LINE`].
     cut: bool,
@@ -65,9 +156,8 @@ impl LineWriter {
             return;
         }
         let text = String::from_utf8_lossy(&self.line);
-        let label = self.label.lock().map(|l| l.clone()).unwrap_or_default();
         let more = if self.cut { " [line cut]" } else { "" };
-        tracing::warn!(target: "roomhost::guest", object = %label, "{text}{more}");
+        self.sink.line(format!("{text}{more}"));
         self.line = Vec::new();
         self.cut = false;
     }
@@ -105,5 +195,27 @@ impl AsyncWrite for LineWriter {
 impl Drop for LineWriter {
     fn drop(&mut self) {
         self.emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_held_during_an_event_and_taken_on_a_trap() {
+        let err = GuestStderr::new("c/n".into());
+        err.capture();
+        err.line("thread panicked at src/lib.rs:1:1:".into());
+        err.line("boom".into());
+        assert_eq!(err.take(), ["thread panicked at src/lib.rs:1:1:", "boom"]);
+        assert!(err.take().is_empty());
+        err.capture();
+        for n in 0..MAX_HELD_LINES + 3 {
+            err.line(format!("{n}"));
+        }
+        let lines = err.take();
+        assert_eq!(lines.len(), MAX_HELD_LINES + 1);
+        assert_eq!(lines[MAX_HELD_LINES], "[3 more lines not kept]");
     }
 }

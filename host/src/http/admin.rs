@@ -46,6 +46,11 @@ pub fn token_file(data: &Path) -> PathBuf {
 pub struct AdminToken(String);
 
 impl AdminToken {
+    /// A token no request matches (a host that serves no admin API).
+    pub(crate) fn unusable() -> AdminToken {
+        AdminToken(String::new())
+    }
+
     /// The token from `admin_token` in the config, else from
     /// `ROOMHOST_ADMIN_TOKEN`, else from the token file beside the database
     /// (created with a fresh random token, mode 0600, the first time).
@@ -93,6 +98,9 @@ impl AdminToken {
 
     /// True when the request carries this token (compared in constant time).
     fn admits(&self, req: &HttpRequest<Incoming>) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
         let Some(given) = req
             .headers()
             .get(hyper::header::AUTHORIZATION)

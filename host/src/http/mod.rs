@@ -290,11 +290,31 @@ fn event_error(id: &ObjectId, e: EventError) -> Resp {
         }
         EventError::Unavailable(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         EventError::Timeout(_) => text(StatusCode::GATEWAY_TIMEOUT, "object timed out"),
+        // The actor has logged these, once, with the details (a trap: the
+        // panic message and the backtrace): say only where to look.
+        EventError::Trap { .. }
+        | EventError::Instantiate { .. }
+        | EventError::NoInstanceSlot(_)
+        | EventError::Commit { .. } => {
+            tracing::debug!(object = %id, error = %crate::error::Report(&e), "request failed");
+            object_failed(id)
+        }
         _ => {
             tracing::warn!(object = %id, error = %crate::error::Report(&e), "request failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "object error")
+            object_failed(id)
         }
     }
+}
+
+/// 500 for a request its object failed to answer: no internals, but where the
+/// object's author finds why.
+fn object_failed(id: &ObjectId) -> Resp {
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "object failed: the object could not handle this request, and nothing it did for it was kept. The host's log says why, under object {id}.\n"
+        ),
+    )
 }
 
 fn guest_response(id: &ObjectId, r: Response) -> Resp {

@@ -22,6 +22,7 @@ use crate::bindings::exports::roomhost::object::handler::Guest as Handler;
 use crate::bindings::{Accept, Object, Reply, Request};
 use crate::components::Version;
 use crate::error::{EventError, Report};
+use crate::guest_log::GuestFailure;
 use crate::ids::ObjectId;
 use crate::sockets::{Outbox, Output, SocketConn, SocketEvent, SocketId};
 
@@ -245,19 +246,34 @@ impl Actor {
         }
     }
 
-    /// `on-alarm` trapped: retry with backoff, or give up and delete the alarm.
-    fn alarm_failed(&mut self, retry: u32) {
+    /// `on-alarm` trapped: retry with backoff, or give up and delete the
+    /// alarm. Returns what happens next, for the trap's log line, and whether
+    /// the alarm was given up.
+    fn alarm_failed(&mut self, retry: u32) -> (String, bool) {
         if retry < crate::alarms::MAX_RETRIES {
             let base = Duration::from_millis(self.rt.config.limits.alarm_retry_base_ms);
             let delay = crate::alarms::backoff(base, retry + 1);
-            tracing::warn!(object = %self.id, retry = retry + 1, ?delay, "on-alarm trapped; retrying");
             self.rt.alarms.retry(self.id.clone(), retry + 1, delay);
+            (
+                format!(
+                    "; the alarm is retried in {delay:?} (retry {} of {})",
+                    retry + 1,
+                    crate::alarms::MAX_RETRIES
+                ),
+                false,
+            )
         } else {
-            tracing::error!(object = %self.id, "on-alarm trapped {} times; giving up and deleting the alarm", retry + 1);
             if let Some(core) = self.core_mut() {
                 core.storage.set_alarm(None);
                 core.storage.end_event(true);
             }
+            (
+                format!(
+                    "; on-alarm trapped {} times: giving up, the alarm is deleted",
+                    retry + 1
+                ),
+                true,
+            )
         }
     }
 
@@ -519,7 +535,11 @@ impl Actor {
         ctx.chain = chain;
         ctx.ticks = 0;
         ctx.outbox.clear();
+        // What the guest writes to stderr now is logged when the event
+        // returns, or reported with the trap.
+        ctx.stderr.capture();
         let handler = live.object.roomhost_object_handler();
+        let what = event.handler_name();
         let init = if fresh {
             handler.call_init(&mut live.store).await
         } else {
@@ -530,23 +550,30 @@ impl Actor {
             self.rt.metrics.woke();
             self.rt.metrics.wake_latency.record(arrived.elapsed());
         }
-        let outcome = match init {
-            Ok(()) => dispatch(&mut live.store, handler, &self.id, event).await,
+        let (outcome, what) = match init {
+            Ok(()) => (
+                dispatch(&mut live.store, handler, &self.id, event).await,
+                what,
+            ),
             Err(error) => {
                 let alarm_retry = match &event {
                     Event::Alarm { retry } => Some(*retry),
                     _ => None,
                 };
                 let answer = |e| Pending::failed(event, e);
-                Outcome::trapped(&self.id, error, answer, alarm_retry)
+                (
+                    Outcome::trapped(&self.id, error, answer, alarm_retry),
+                    "init",
+                )
             }
         };
-        self.finish(outcome)
+        self.finish(outcome, what)
     }
 
     /// Ends the running event's transaction: kept when the guest returned,
-    /// rolled back (with the instance dropped) when it trapped.
-    fn finish(&mut self, outcome: Outcome) -> Ran {
+    /// rolled back (with the instance dropped) when it trapped. `what` is the
+    /// export that ran last (`init` when it trapped there).
+    fn finish(&mut self, outcome: Outcome, what: &str) -> Ran {
         let State::Live(live) = &mut self.state else {
             return Ran::nothing();
         };
@@ -555,6 +582,7 @@ impl Actor {
             Outcome::Done { pending, accepted } => {
                 ctx.core.storage.end_event(true);
                 ctx.core.sockets.keep_changes();
+                ctx.stderr.release();
                 let outbox = std::mem::take(&mut ctx.outbox);
                 self.rt.metrics.event_ran(false);
                 live.version.stats.ran(false);
@@ -577,12 +605,27 @@ impl Actor {
                 ctx.core.storage.end_event(false);
                 ctx.core.sockets.undo_changes();
                 ctx.outbox.clear();
+                let stderr = ctx.stderr.take();
                 self.rt.metrics.event_ran(true);
                 live.version.stats.ran(true);
-                tracing::warn!(object = %self.id, error = %Report(&error), "guest trapped; its writes and output are discarded");
+                let failure = match &error {
+                    EventError::Trap { source, .. } => GuestFailure::new(source, stderr),
+                    other => GuestFailure::new(&wasmtime::Error::msg(other.to_string()), stderr),
+                };
                 pending.send();
-                if let Some(retry) = alarm_retry {
-                    self.alarm_failed(retry);
+                let (next, gave_up) = match alarm_retry {
+                    Some(retry) => self.alarm_failed(retry),
+                    None => (String::new(), false),
+                };
+                // One entry per trap: the panic (or cause), the guest's other
+                // stderr lines, the backtrace.
+                let (id, summary, details) = (&self.id, &failure.summary, failure.details());
+                if gave_up {
+                    tracing::error!(target: "roomhost::guest", object = %id, event = what,
+                        "{id}: {what} trapped: {summary}; its writes and output were discarded{next}{details}");
+                } else {
+                    tracing::warn!(target: "roomhost::guest", object = %id, event = what,
+                        "{id}: {what} trapped: {summary}; its writes and output were discarded{next}{details}");
                 }
                 // A trap poisons the instance: start afresh on the next event.
                 self.drop_instance();

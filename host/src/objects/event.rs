@@ -40,6 +40,19 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The guest export that handles it (`on-request`, ...), for logs.
+    pub fn handler_name(&self) -> &'static str {
+        match self {
+            Event::Request { .. } => "on-request",
+            Event::Socket(SocketEvent::Message { .. }) => "on-socket-message",
+            Event::Socket(SocketEvent::Closed { .. }) => "on-socket-close",
+            Event::Alarm { .. } => "on-alarm",
+            Event::Call { .. } => "on-call",
+        }
+    }
+}
+
 /// A cheap, cloneable handle to an object's mailbox.
 ///
 /// The mailbox holds boxed events: tokio's channel keeps a block of 32 slots

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::Object;
+use crate::guest_log::GuestFailure;
 use crate::ids::ObjectId;
 use crate::objects::{ObjectCore, ObjectCtx, Runtime};
 
@@ -162,19 +163,30 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
 
 /// Instantiates `version` in a throwaway store bound to no object and runs
 /// its `init`: what a deploy must pass. Calls to other objects are refused
-/// there, and whatever it writes is discarded.
+/// there, and whatever it writes is discarded. A failure carries what the
+/// guest wrote to stderr (its panic message).
 pub(crate) async fn trial(
     rt: &Arc<Runtime>,
     class: &str,
     version: &crate::components::Version<ObjectCtx>,
-) -> wasmtime::Result<()> {
+) -> Result<(), GuestFailure> {
     let mut store = new_store(rt, placeholder(rt, class));
     store.data_mut().refuse_calls();
+    let stderr = store.data().stderr.clone();
+    stderr.capture();
     let running = rt.components.guest_running();
-    let object = version.pre.instantiate_async(&mut store).await?;
-    let init = object.roomhost_object_handler().call_init(&mut store).await;
+    let result = match version.pre.instantiate_async(&mut store).await {
+        Ok(object) => object.roomhost_object_handler().call_init(&mut store).await,
+        Err(e) => Err(e),
+    };
     drop(running);
-    init
+    match result {
+        Ok(()) => {
+            stderr.release();
+            Ok(())
+        }
+        Err(e) => Err(GuestFailure::new(&e, stderr.take())),
+    }
 }
 
 /// The object a warm instance is made for: its class, no name, nothing stored.
