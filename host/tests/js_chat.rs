@@ -1,0 +1,42 @@
+//! The JavaScript chat room (`guests-js/chat-room`, built with
+//! componentize-js) passes the same chat tests as the Rust room: the
+//! edge-chat-demo protocol, rate limiting, hibernation and restarts (the
+//! bodies are in `common/chat.rs`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::chat::{Room, chat_tests};
+
+chat_tests!(Room::Js =>
+    newcomer_gets_roster_then_history_then_ready,
+    messages_reach_every_member_in_one_order_with_increasing_timestamps,
+    bad_input_gets_clear_errors_and_the_room_keeps_working,
+    one_ip_is_rate_limited_after_its_grace,
+    a_class_var_turns_the_rate_limiter_off,
+    rooms_never_see_each_others_messages,
+    leaving_members_are_announced,
+    a_message_sent_before_a_client_names_itself_reaches_it_once_after_joining,
+    history_survives_a_restart_on_the_same_data_file,
+    concurrent_connects_to_a_new_room_create_exactly_one_instance,
+    an_evicted_room_keeps_its_clients_and_wakes_on_the_next_message,
+    pings_are_answered_by_the_host_without_waking_the_room,
+);
+
+/// The JS room's component creates 4 core instances (StarlingMonkey, its
+/// WASI adapter and their glue): `limits.max_core_instances` decides whether
+/// it may, and a refusal fails the request, not the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_instance_cap_is_a_setting() {
+    use common::*;
+    for (cap, status) in [(3, 500), (4, 200)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Room::Js.config(dir.path());
+        config.limits.max_core_instances = cap;
+        let host = Room::Js.start(config).await;
+        let (got, _) = host.http("GET", "/api/room/caps/history", b"").await;
+        assert_eq!(got, status, "max_core_instances = {cap}");
+        host.stop().await;
+    }
+}
