@@ -29,7 +29,6 @@ chat_tests!(Room::Js =>
 /// it may, and a refusal fails the request, not the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_instance_cap_is_a_setting() {
-    use common::*;
     for (cap, status) in [(3, 500), (4, 200)] {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Room::Js.config(dir.path());
