@@ -3,7 +3,9 @@
 # with componentize-js (StarlingMonkey). `npm ci` first installs the pinned
 # tools into node_modules/. The world is wit/world.wit: the repository's
 # roomhost:object world (wit/deps/roomhost-object links to it) plus
-# wasi:cli/environment for the class's vars.
+# wasi:cli/environment for the class's vars. (package.json also pins
+# @bytecodealliance/preview2-shim: componentize-js 0.23.0 imports it without
+# declaring it, and `npm ci` would leave it out.)
 #
 # -d http fetch-event: the room makes no outbound HTTP and has no fetch
 # event; without them the component would import wasi:http, which the host
