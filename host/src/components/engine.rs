@@ -109,6 +109,20 @@ fn cache_dir(config: &Config) -> Option<PathBuf> {
     Some(std::fs::canonicalize(parent).ok()?.join("cache"))
 }
 
+/// Names the settings behind a limit that refused an instantiation:
+/// wasmtime's message gives only the number ("instance count too high at 4").
+pub(crate) fn explain_limits(e: wasmtime::Error) -> wasmtime::Error {
+    let text = format!("{e:#}");
+    if text.contains("limit") {
+        e.context(
+            "over a per-instance limit (see [limits] max_core_instances, max_memories, \
+             max_tables and max_instance_memory_bytes in the config)",
+        )
+    } else {
+        e
+    }
+}
+
 /// Guest activity, for the epoch ticker: calls running now, and a count of
 /// calls started (so a burst of short calls also keeps the ticker fast).
 #[derive(Default)]
@@ -172,4 +186,21 @@ pub(crate) fn start_ticker(
             context: "the epoch thread",
             source: wasmtime::Error::from(e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_that_refuses_an_instance_names_its_settings() {
+        let e = explain_limits(wasmtime::Error::msg(
+            "resource limit exceeded: instance count too high at 4",
+        ));
+        let text = format!("{e:#}");
+        assert!(text.contains("max_core_instances"), "{text}");
+        assert!(text.ends_with("instance count too high at 4"), "{text}");
+        let other = explain_limits(wasmtime::Error::msg("unknown import"));
+        assert_eq!(format!("{other:#}"), "unknown import");
+    }
 }

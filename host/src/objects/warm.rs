@@ -171,7 +171,11 @@ pub(crate) async fn trial(
     let mut store = new_store(rt, placeholder(rt, class));
     store.data_mut().refuse_calls();
     let running = rt.components.guest_running();
-    let object = version.pre.instantiate_async(&mut store).await?;
+    let object = version
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(crate::components::engine::explain_limits)?;
     let init = object.roomhost_object_handler().call_init(&mut store).await;
     drop(running);
     init
