@@ -12,9 +12,12 @@
 # does not link.
 set -eu
 cd "$(dirname "$0")"
+# build.sh [OUT [SOURCE]]: by default src/chat-room.js into chat-room.wasm
+# (the tests also build test/layer-probe.js this way).
 out=${1:-chat-room.wasm}
+src=${2:-src/chat-room.js}
 node_modules/.bin/componentize-js \
     --wit wit --world-name object-js \
     -d http fetch-event \
-    -o "$out.tmp.$$" src/chat-room.js
+    -o "$out.tmp.$$" "$src"
 mv "$out.tmp.$$" "$out"

@@ -39,3 +39,71 @@ async fn the_core_instance_cap_is_a_setting() {
         host.stop().await;
     }
 }
+
+/// `durable.js` against the host, through its test object
+/// (`guests-js/chat-room/test/layer-probe.js`): storage (single and batch
+/// calls, bytes, a host error as a `RoomhostError`), an alarm that fires,
+/// calls between objects and their rejections, the class's vars as `env`,
+/// and an `async` handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_durable_object_layer_reaches_every_capability() {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Room::Js.config(dir.path());
+    common::js::add_layer_probe(&mut config);
+    let host = Room::Js.start(config).await;
+    let ask = |method: &'static str, path: &'static str| {
+        let host = &host;
+        async move {
+            let (status, body) = host.http(method, path, b"").await;
+            assert_eq!(status, 200, "{path}: {body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+
+    assert_eq!(
+        ask("POST", "/lp/a/storage").await,
+        json!({
+            "one": {"x": 1},
+            "many": {"a": {"x": 1}, "b": 2},
+            "listed": ["raw", "c", "b"],
+            "raw": [255, 0],
+            "deleted": true,
+            "deletedMany": 2,
+            "tooLong": {"kind": "key-too-large", "value": 2048},
+            "left": ["raw"],
+            "missing": null,
+        })
+    );
+    assert_eq!(
+        ask("POST", "/lp/a/call").await,
+        json!({
+            "echo": {"ok": "HI"},
+            "refused": {"kind": "rejected", "value": "no method nope"},
+            "noClass": {"kind": "no-such-class", "value": "no-such-class"},
+        })
+    );
+    assert_eq!(
+        ask("GET", "/lp/a/env").await,
+        json!({"env": {"GREETING": "hi"}, "id": {"class": "layer-probe", "name": "a"}})
+    );
+    assert_eq!(ask("GET", "/lp/a/async").await, json!({"sum": 42}));
+
+    assert_eq!(ask("GET", "/lp/a/alarmed").await, Value::Null);
+    assert_eq!(
+        ask("POST", "/lp/a/alarm?in=100").await,
+        json!({"pending": true})
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let alarmed = ask("GET", "/lp/a/alarmed").await;
+        if alarmed != Value::Null {
+            assert_eq!(alarmed, json!({"retryCount": 0}));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the alarm fired");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(host.stats().traps, 0);
+    host.stop().await;
+}

@@ -74,6 +74,10 @@ import { getEnvironment } from 'wasi:cli/environment@0.2.12';
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/// A copy of `b` in this module's realm. The generated bindings run in a
+/// realm of their own: their byte arrays fail `instanceof Uint8Array` here.
+const ownBytes = (b) => new Uint8Array(b);
+
 /// A host call that failed: `kind` is the WIT error case, `value` its payload.
 export class RoomhostError extends Error {
   constructor(kind, value, what) {
@@ -142,7 +146,7 @@ function decodeValue(bytes) {
   try {
     return JSON.parse(decoder.decode(bytes));
   } catch {
-    return bytes;
+    return ownBytes(bytes);
   }
 }
 
@@ -328,7 +332,7 @@ class State {
 
   getTags(ws) {
     if (ws.pending) return [...ws.pending.tags];
-    return host('getTags', () => hostSockets.tags(ws.id));
+    return [...host('getTags', () => hostSockets.tags(ws.id))];
   }
 
   setTags(ws, tags) {
@@ -370,7 +374,7 @@ class State {
   /// Calls `method` of object `(className, name)`; answers its bytes.
   call(className, name, method, payload = new Uint8Array()) {
     const bytes = typeof payload === 'string' ? encoder.encode(payload) : payload;
-    return host('call', () => hostObjects.call(className, name, method, bytes));
+    return ownBytes(host('call', () => hostObjects.call(className, name, method, bytes)));
   }
 
   uniqueId() {
@@ -493,7 +497,7 @@ export function serve(Room) {
     },
 
     async onSocketMessage(id, frame) {
-      const message = frame.tag === 'text' ? frame.val : frame.val.slice().buffer;
+      const message = frame.tag === 'text' ? frame.val : ownBytes(frame.val).buffer;
       try {
         await theRoom().webSocketMessage?.(ctx.socket(id), message);
       } catch (e) {
@@ -525,10 +529,10 @@ export function serve(Room) {
       if (typeof room.call !== 'function') throw `no such method: ${method}`;
       let answer;
       try {
-        answer = await room.call(method, payload);
+        answer = await room.call(method, ownBytes(payload));
       } catch (e) {
         // A rejection, not a trap: the caller gets the message.
-        throw e instanceof Error ? e.message : String(e);
+        throw e && typeof e.message === 'string' ? e.message : String(e);
       }
       if (answer === undefined || answer === null) return new Uint8Array();
       return typeof answer === 'string' ? encoder.encode(answer) : new Uint8Array(answer);

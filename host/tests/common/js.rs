@@ -1,8 +1,9 @@
-//! The JavaScript chat room (`guests-js/chat-room`) as a class of a test
-//! host. Its component is built by its own tools (npm, componentize-js), not
-//! by cargo: the first test that needs it runs `npm ci` (when `node_modules`
-//! is missing or older than the lock file) and `build.sh` (when the `.wasm`
-//! is missing or older than a source). The hosts of these tests share one
+//! The JavaScript chat room (`guests-js/chat-room`) and the test object of
+//! its `durable.js` layer as classes of a test host. Their components are
+//! built by their own tools (npm, componentize-js), not by cargo: the first
+//! test that needs one runs `npm ci` (when `node_modules` is missing or older
+//! than the lock file) and `build.sh` (when the `.wasm` is missing or older
+//! than a source). The hosts of these tests share one
 //! compile cache under the target directory, and the first host of a test
 //! process starts alone, so that the 12 MB component is compiled once.
 
@@ -21,10 +22,28 @@ pub fn guest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests-js/chat-room")
 }
 
-/// The built component, (re)built first if its sources are newer.
+/// The built chat room, (re)built first if its sources are newer.
 pub fn chat_room_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(build)
+    WASM.get_or_init(|| build("chat-room.wasm", "src/chat-room.js", None))
+}
+
+/// The test object of `durable.js` (`test/layer-probe.js`), likewise.
+pub fn layer_probe_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| build("layer-probe.wasm", "test/layer-probe.js", Some("test")))
+}
+
+/// Adds class `layer-probe` (var `GREETING = "hi"`), routed at `/lp/{name}/*`.
+pub fn add_layer_probe(config: &mut Config) {
+    let mut class = ClassConfig::new(layer_probe_wasm().display().to_string());
+    class.vars.insert("GREETING".into(), "hi".into());
+    config.classes.insert("layer-probe".into(), class);
+    config.routes.push(roomhost::config::RouteConfig::object(
+        "/lp/{name}/*",
+        "layer-probe",
+    ));
+    config.cache_dir = Some(cache_dir());
 }
 
 /// Makes `config`'s class `chat-room` the JS room, with the shared cache.
@@ -83,22 +102,31 @@ fn run(cmd: &mut Command, what: &str) {
     assert!(status.success(), "{what}: {cmd:?} failed ({status})");
 }
 
-fn build() -> PathBuf {
+/// Runs `npm ci` in the guest's folder, once, if `node_modules` is missing
+/// or older than the lock file.
+fn install_tools() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = guest_dir();
+        // npm writes node_modules/.package-lock.json when it installs.
+        let installed = modified(&dir.join("node_modules/.package-lock.json"));
+        if installed.is_none() || installed < modified(&dir.join("package-lock.json")) {
+            run(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&dir),
+                "installing the JS guest's tools",
+            );
+        }
+    });
+}
+
+/// Builds `source` into `out` (in the guest's folder) unless `out` is newer
+/// than every source (the layer, the world, the tools' versions, `extra`).
+fn build(out: &str, source: &str, extra: Option<&str>) -> PathBuf {
+    install_tools();
     let dir = guest_dir();
-    let wasm = dir.join("chat-room.wasm");
-    let lock = dir.join("package-lock.json");
-    // npm writes node_modules/.package-lock.json when it installs.
-    let installed = modified(&dir.join("node_modules/.package-lock.json"));
-    if installed.is_none() || installed < modified(&lock) {
-        run(
-            Command::new("npm")
-                .arg("ci")
-                .arg("--no-audit")
-                .arg("--no-fund")
-                .current_dir(&dir),
-            "installing the JS guest's tools",
-        );
-    }
+    let wasm = dir.join(out);
     let sources = [
         "src",
         "wit",
@@ -106,15 +134,18 @@ fn build() -> PathBuf {
         "package-lock.json",
         "build.sh",
     ]
-    .iter()
+    .into_iter()
+    .chain(extra)
     .filter_map(|s| newest(&dir.join(s)))
     .max();
     let built = modified(&wasm);
     if built.is_none() || built < sources {
         eprintln!("building {} (componentize-js, about 10 s)", wasm.display());
         run(
-            Command::new("sh").arg("build.sh").current_dir(&dir),
-            "building the JS chat room",
+            Command::new("sh")
+                .args(["build.sh", out, source])
+                .current_dir(&dir),
+            "building a JS guest",
         );
     }
     wasm.canonicalize().expect("the built component")
