@@ -19,6 +19,7 @@ chat_tests!(Room::Rust =>
     leaving_members_are_announced,
     a_message_sent_before_a_client_names_itself_reaches_it_once_after_joining,
     history_survives_a_restart_on_the_same_data_file,
+    the_history_endpoint_answers_the_last_messages_oldest_first,
     concurrent_connects_to_a_new_room_create_exactly_one_instance,
 );
 

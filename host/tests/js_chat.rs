@@ -19,10 +19,25 @@ chat_tests!(Room::Js =>
     leaving_members_are_announced,
     a_message_sent_before_a_client_names_itself_reaches_it_once_after_joining,
     history_survives_a_restart_on_the_same_data_file,
+    the_history_endpoint_answers_the_last_messages_oldest_first,
     concurrent_connects_to_a_new_room_create_exactly_one_instance,
     an_evicted_room_keeps_its_clients_and_wakes_on_the_next_message,
     pings_are_answered_by_the_host_without_waking_the_room,
 );
+
+/// Both rooms store the same keys and values (`msg:<16-digit timestamp>` →
+/// the message's JSON): switching a room's class from Rust to JS keeps its
+/// history and its timestamps' order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_room_serves_the_rust_rooms_history() {
+    common::chat::a_room_switched_to_the_other_language_keeps_its_history(Room::Rust).await;
+}
+
+/// ... and from JS back to Rust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_room_serves_the_js_rooms_history() {
+    common::chat::a_room_switched_to_the_other_language_keeps_its_history(Room::Js).await;
+}
 
 /// The JS room's component creates 4 core instances (StarlingMonkey, its
 /// WASI adapter and their glue): `limits.max_core_instances` decides whether

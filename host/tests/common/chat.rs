@@ -339,6 +339,44 @@ pub async fn history_survives_a_restart_on_the_same_data_file(room: Room) {
     host.stop().await;
 }
 
+pub async fn the_history_endpoint_answers_the_last_messages_oldest_first(room: Room) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = room.config(dir.path());
+    let chat = config.classes.get_mut("chat-room").unwrap();
+    chat.vars.insert("RATE_LIMIT".into(), "off".into());
+    let host = room.start(config).await;
+    let (status, body) = host.http("GET", "/api/room/books/history", b"").await;
+    assert_eq!((status, body.as_str()), (200, "[]"), "no messages yet");
+    let (mut a, _) = join_chat(&host, ip(1), "books", "a").await;
+    for i in 0..5 {
+        a.send_json(json!({"message": format!("page {i}")})).await;
+    }
+    let sent = recv_messages(&mut a, 5).await;
+    assert_eq!(room_history(host.addr, "books").await, sent);
+    let history = |query: &'static str| {
+        let host = &host;
+        async move {
+            let path = format!("/api/room/books/history{query}");
+            let (status, body) = host.http("GET", &path, b"").await;
+            (
+                status,
+                serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(history("").await, (200, Value::from(sent.clone())));
+    assert_eq!(
+        history("?limit=2").await,
+        (200, Value::from(sent[3..].to_vec())),
+        "the last two, oldest first"
+    );
+    assert_eq!(history("?limit=0").await, (200, json!([])));
+    assert_eq!(history("?limit=5000").await.1, Value::from(sent));
+    assert_eq!(history("?limit=abc").await.0, 400);
+    assert_eq!(history("?limit=-1").await.0, 400);
+    host.stop().await;
+}
+
 pub async fn concurrent_connects_to_a_new_room_create_exactly_one_instance(room: Room) {
     let dir = tempfile::tempdir().unwrap();
     let host = room.start(room.config(dir.path())).await;
@@ -426,5 +464,38 @@ pub async fn pings_are_answered_by_the_host_without_waking_the_room(room: Room) 
         "never woken"
     );
     assert_eq!(after.auto_responses, before.auto_responses + 3);
+    host.stop().await;
+}
+
+/// The two rooms store the same keys and values: a room's history written by
+/// one is served by the other, and timestamps keep increasing across the switch.
+pub async fn a_room_switched_to_the_other_language_keeps_its_history(from: Room) {
+    let to = match from {
+        Room::Rust => Room::Js,
+        Room::Js => Room::Rust,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = from.start(from.config(dir.path())).await;
+    let (mut a, _) = join_chat(&host, ip(1), "switch", "a").await;
+    for i in 0..3 {
+        a.send_json(json!({"message": format!("before {i}")})).await;
+    }
+    let before = recv_messages(&mut a, 3).await;
+    drop(a);
+    host.stop().await;
+
+    let host = to.start(to.config(dir.path())).await;
+    let (mut b, frames) = join_chat(&host, ip(2), "switch", "b").await;
+    let replayed: Vec<Value> = frames
+        .into_iter()
+        .filter(|f| f.get("message").is_some())
+        .collect();
+    assert_eq!(replayed, before, "{from:?} → {to:?}");
+    b.send_json(json!({"message": "after"})).await;
+    let after = recv_messages(&mut b, 1).await;
+    assert!(after[0]["timestamp"].as_u64() > before[2]["timestamp"].as_u64());
+    let mut all = before;
+    all.extend(after);
+    assert_eq!(room_history(host.addr, "switch").await, all);
     host.stop().await;
 }
