@@ -120,7 +120,7 @@ pub struct Limits {
     pub max_component_bytes: usize,
     /// Core wasm instances one object's component may create. A Rust guest
     /// needs 1–2, a componentize-js (StarlingMonkey) guest 4, a
-    /// componentize-qjs guest 8. Each instance reserves a little pool
+    /// componentize-qjs guest 9. Each instance reserves a little pool
     /// metadata; without a cap a guest could create them without end.
     pub max_core_instances: u32,
     /// Linear memories one component may define. Each pool slot reserves
