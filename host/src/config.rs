@@ -80,6 +80,10 @@ pub struct Config {
     /// Serve the admin API on this address only (default: under `/admin/` on
     /// `listen`).
     pub admin_listen: Option<SocketAddr>,
+    /// Where compiled components are cached (default: `cache/` beside the
+    /// database). Several hosts may share one directory: entries are keyed by
+    /// the component's content, wasmtime's version and the engine settings.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Limits. Each says what a hostile guest or client could exhaust without it.
@@ -114,6 +118,17 @@ pub struct Limits {
     /// The largest component a deploy may upload, in bytes (its compilation
     /// costs CPU and memory proportional to its size).
     pub max_component_bytes: usize,
+    /// Core wasm instances one object's component may create. A Rust guest
+    /// needs 1–2, a componentize-js (StarlingMonkey) guest 4, a
+    /// componentize-qjs guest 9. Each instance reserves a little pool
+    /// metadata; without a cap a guest could create them without end.
+    pub max_core_instances: u32,
+    /// Linear memories one component may define. Each pool slot reserves
+    /// address space for one memory; a component with more takes them from
+    /// the slots of instances that are not live.
+    pub max_memories: u32,
+    /// Tables one component may define.
+    pub max_tables: u32,
 }
 
 impl Default for Limits {
@@ -130,6 +145,9 @@ impl Default for Limits {
             alarm_retry_base_ms: 2_000,
             storage_quota_bytes: 1 << 30,
             max_component_bytes: 64 << 20,
+            max_core_instances: 4,
+            max_memories: 2,
+            max_tables: 8,
         }
     }
 }
@@ -220,6 +238,7 @@ impl Default for Config {
             routes: default_routes(),
             admin_token: None,
             admin_listen: None,
+            cache_dir: None,
             auto_rollback_ms: 60_000,
             auto_rollback_trap_rate: 0.2,
             auto_rollback_min_events: 20,
@@ -374,6 +393,12 @@ impl Config {
                 "limits.mailbox_capacity and limits.max_batch_events must be > 0".into(),
             ));
         }
+        if l.max_core_instances == 0 || l.max_memories == 0 || l.max_tables == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_core_instances, limits.max_memories and limits.max_tables must be > 0"
+                    .into(),
+            ));
+        }
         if l.max_frame_bytes < 125 || l.socket_send_queue_bytes < l.max_frame_bytes.min(1 << 16) {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes must be ≥ 125 and limits.socket_send_queue_bytes ≥ 64 KiB"
@@ -413,6 +438,29 @@ mod tests {
         assert_eq!(c.durability, Durability::None);
         assert!(c.classes.contains_key("chat-room"));
         assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn instance_caps_and_the_cache_directory_are_settings() {
+        let d = Config::default();
+        // The caps every guest so far has lived with.
+        let l = &d.limits;
+        assert_eq!(
+            (l.max_core_instances, l.max_memories, l.max_tables),
+            (4, 2, 8)
+        );
+        assert_eq!(d.cache_dir, None, "beside the database");
+        let c = Config::from_toml(
+            "cache_dir = \"/var/cache/roomhost\"\n[limits]\nmax_core_instances = 8\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.max_core_instances, 8);
+        assert_eq!(
+            c.cache_dir.as_deref(),
+            Some(Path::new("/var/cache/roomhost"))
+        );
+        let e = Config::from_toml("[limits]\nmax_tables = 0\n").expect_err("zero tables");
+        assert!(crate::error::Report(&e).to_string().contains("max_tables"));
     }
 
     #[test]

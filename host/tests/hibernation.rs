@@ -7,77 +7,19 @@ mod common;
 
 use std::time::Duration;
 
+use common::chat::{Room, chat_tests};
 use common::*;
 use serde_json::json;
 
+// The chat room's hibernation tests are in `common/chat.rs`, shared with the
+// JavaScript room (`js_chat.rs`).
+chat_tests!(Room::Rust =>
+    an_evicted_room_keeps_its_clients_and_wakes_on_the_next_message,
+    pings_are_answered_by_the_host_without_waking_the_room,
+);
+
 const IDLE_MS: u64 = 300;
 const EVICTED_WITHIN: Duration = Duration::from_secs(5);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_evicted_room_keeps_its_clients_and_wakes_on_the_next_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let host = start_host(hibernating_config(dir.path(), IDLE_MS)).await;
-    let (mut ann, _) = join_chat(&host, ip(1), "sleepy", "ann").await;
-    let (mut bob, _) = join_chat(&host, ip(2), "sleepy", "bob").await;
-    assert_eq!(ann.recv_json().await, json!({"joined": "bob"}));
-
-    // Every instance (room and rate limiters) goes away; the sockets stay.
-    assert!(
-        eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await,
-        "{:?}",
-        host.stats()
-    );
-    let s = host.stats();
-    assert_eq!(s.sockets_open, 2);
-    assert!(s.evictions >= 1);
-
-    // The next message wakes the room; it knows who is who from the host.
-    ann.send_json(json!({"message": "anyone?"})).await;
-    for c in [&mut ann, &mut bob] {
-        let m = c.recv_json().await;
-        assert_eq!(
-            (m["name"].as_str(), m["message"].as_str()),
-            (Some("ann"), Some("anyone?"))
-        );
-    }
-    assert!(host.stats().wakes >= 1);
-
-    // A newcomer after another eviction gets the right roster and history.
-    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
-    let (_cat, frames) = join_chat(&host, ip(3), "sleepy", "cat").await;
-    assert_eq!(frames[0], json!({"joined": "ann"}));
-    assert_eq!(frames[1], json!({"joined": "bob"}));
-    assert_eq!(frames[2]["message"], "anyone?");
-    assert_eq!(frames[3], json!({"joined": "cat"}));
-    assert_eq!(frames[4], json!({"ready": true}));
-    // Members leaving an evicted room are still announced.
-    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
-    bob.close().await;
-    assert_eq!(ann.recv_json().await, json!({"joined": "cat"}));
-    assert_eq!(ann.recv_json().await, json!({"quit": "bob"}));
-    host.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pings_are_answered_by_the_host_without_waking_the_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let host = start_host(hibernating_config(dir.path(), IDLE_MS)).await;
-    let (mut ann, _) = join_chat(&host, ip(1), "quiet", "ann").await;
-    assert!(eventually(EVICTED_WITHIN, || host.stats().instances_live == 0).await);
-    let before = host.stats();
-    for _ in 0..3 {
-        ann.send_text("ping").await;
-        assert_eq!(ann.recv_text().await, "pong");
-    }
-    let after = host.stats();
-    assert_eq!(after.instances_live, 0, "still evicted");
-    assert_eq!(
-        after.instances_created, before.instances_created,
-        "never woken"
-    );
-    assert_eq!(after.auto_responses, before.auto_responses + 3);
-    host.stop().await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guest_reads_when_the_host_last_auto_responded_on_a_socket() {

@@ -1,6 +1,6 @@
 //! The wasmtime engine: the pooling allocator sized from the config, the
-//! compiled-component cache beside the database, and the epoch ticker that
-//! counts guest time.
+//! compiled-component cache (beside the database unless configured), and the
+//! epoch ticker that counts guest time.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,15 +46,20 @@ pub(crate) fn engine(config: &Config) -> Result<(Engine, Option<wasmtime::Cache>
         .max_live_instances
         .saturating_add(SPARE_SLOTS)
         .saturating_add(warm);
+    // Per component, `limits.max_core_instances`, `max_memories` and
+    // `max_tables` (the store's limits say the same, see `objects::ctx`); in
+    // total, 8 core instances and 4 tables per slot on average (or each
+    // component's cap, when more) and one memory per slot.
+    let limits = &config.limits;
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
-        .total_core_instances(slots.saturating_mul(8))
+        .total_core_instances(slots.saturating_mul(limits.max_core_instances.max(8)))
         .total_memories(slots)
-        .total_tables(slots.saturating_mul(4))
+        .total_tables(slots.saturating_mul(limits.max_tables.div_ceil(2).max(4)))
         .total_stacks(slots)
-        .max_core_instances_per_component(16)
-        .max_memories_per_component(2)
-        .max_tables_per_component(8)
+        .max_core_instances_per_component(limits.max_core_instances.max(16))
+        .max_memories_per_component(limits.max_memories)
+        .max_tables_per_component(limits.max_tables)
         .max_memory_size(config.limits.max_instance_memory_bytes)
         .async_stack_keep_resident(0);
     ec.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
@@ -62,8 +67,9 @@ pub(crate) fn engine(config: &Config) -> Result<(Engine, Option<wasmtime::Cache>
     // linear memory: without this, every stack page a live instance ever
     // touched stays resident after eviction.
     ec.async_stack_zeroing(true);
-    // Compiled components are cached next to the database, keyed by content,
-    // wasmtime version and engine settings: later starts, and rollbacks, skip
+    // Compiled components are cached next to the database (or in the
+    // config's `cache_dir`), keyed by content, wasmtime version and engine
+    // settings: later starts, and rollbacks, skip
     // Cranelift entirely (faster, and its code never has to be paged in).
     let mut cache = None;
     if let Some(dir) = cache_dir(config) {
@@ -84,8 +90,14 @@ pub(crate) fn engine(config: &Config) -> Result<(Engine, Option<wasmtime::Cache>
     Ok((engine, cache))
 }
 
-/// `<data dir>/cache`, beside the database file.
+/// `cache_dir` from the config, else `<data dir>/cache`, beside the database
+/// file.
 fn cache_dir(config: &Config) -> Option<PathBuf> {
+    if let Some(dir) = &config.cache_dir {
+        // The cache wants an absolute path.
+        std::fs::create_dir_all(dir).ok()?;
+        return std::fs::canonicalize(dir).ok();
+    }
     let parent = config.data.parent()?;
     let parent = if parent.as_os_str().is_empty() {
         std::path::Path::new(".")
@@ -95,6 +107,20 @@ fn cache_dir(config: &Config) -> Option<PathBuf> {
     // The cache wants an absolute path; the data directory may not exist yet.
     std::fs::create_dir_all(parent).ok()?;
     Some(std::fs::canonicalize(parent).ok()?.join("cache"))
+}
+
+/// Names the settings behind a limit that refused an instantiation:
+/// wasmtime's message gives only the number ("instance count too high at 4").
+pub(crate) fn explain_limits(e: wasmtime::Error) -> wasmtime::Error {
+    let text = format!("{e:#}");
+    if text.contains("limit") {
+        e.context(
+            "over a per-instance limit (see [limits] max_core_instances, max_memories, \
+             max_tables and max_instance_memory_bytes in the config)",
+        )
+    } else {
+        e
+    }
 }
 
 /// Guest activity, for the epoch ticker: calls running now, and a count of
@@ -160,4 +186,21 @@ pub(crate) fn start_ticker(
             context: "the epoch thread",
             source: wasmtime::Error::from(e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_that_refuses_an_instance_names_its_settings() {
+        let e = explain_limits(wasmtime::Error::msg(
+            "resource limit exceeded: instance count too high at 4",
+        ));
+        let text = format!("{e:#}");
+        assert!(text.contains("max_core_instances"), "{text}");
+        assert!(text.ends_with("instance count too high at 4"), "{text}");
+        let other = explain_limits(wasmtime::Error::msg("unknown import"));
+        assert_eq!(format!("{other:#}"), "unknown import");
+    }
 }

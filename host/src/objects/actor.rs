@@ -340,7 +340,7 @@ impl Actor {
                         self.state = State::Parked(store.into_data().core);
                         return Err(EventError::Instantiate {
                             object: self.id.clone(),
-                            source: Arc::new(e),
+                            source: Arc::new(crate::components::engine::explain_limits(e)),
                         });
                     }
                 }

@@ -65,11 +65,14 @@ pub struct ObjectCtx {
 
 impl ObjectCtx {
     pub(crate) fn new(core: ObjectCore, rt: &Arc<Runtime>) -> ObjectCtx {
+        // The pool caps memories and tables per component too (see
+        // `components::engine`); the store's caps are never the lower ones.
+        let l = &rt.config.limits;
         let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(rt.config.limits.max_instance_memory_bytes)
-            .instances(4)
-            .tables(20)
-            .memories(4)
+            .memory_size(l.max_instance_memory_bytes)
+            .instances(l.max_core_instances as usize)
+            .tables((l.max_tables as usize).max(20))
+            .memories((l.max_memories as usize).max(4))
             .build();
         // std's WASI imports need a context; it grants nothing but stderr (so
         // guest panic messages reach the host's log, with the object's id),

@@ -177,7 +177,7 @@ pub(crate) async fn trial(
     let running = rt.components.guest_running();
     let result = match version.pre.instantiate_async(&mut store).await {
         Ok(object) => object.roomhost_object_handler().call_init(&mut store).await,
-        Err(e) => Err(e),
+        Err(e) => Err(crate::components::engine::explain_limits(e)),
     };
     drop(running);
     match result {

@@ -3,6 +3,9 @@
 
 #![allow(dead_code, async_fn_in_trait, clippy::unwrap_used)]
 
+pub mod chat;
+pub mod js;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
