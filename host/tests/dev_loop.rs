@@ -224,6 +224,15 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM and asserts a clean exit.
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "{status}:\n{}", self.output());
+    }
+
     /// Waits for the process to exit.
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
@@ -341,16 +350,7 @@ async fn dev_swaps_on_save_keeping_connections_and_state() {
     assert!(!out.contains("panicked at host"), "{out}");
 
     // 5. SIGTERM: a clean stop; the client is told the host is going away.
-    let pid = dev.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = dev.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{status}:\n{}", dev.output());
+    dev.terminate();
     match tokio::time::timeout(Duration::from_secs(10), ws.ws.next()).await {
         Ok(Some(Ok(Message::Close(Some(frame))))) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("expected a close frame, got {other:?}"),
@@ -360,15 +360,7 @@ async fn dev_swaps_on_save_keeping_connections_and_state() {
     let (mut dev, addr) = start_dev(dir, REBUILD);
     let (status, body) = common::http_request(addr, "GET", "/guest/a/x", b"").await;
     assert_eq!((status, body.as_str()), (200, "v3 8"), "{}", dev.output());
-    let pid = dev.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(dev.wait_exit(Duration::from_secs(30)).success());
+    dev.terminate();
     eprintln!("save to swap: {swap:?}");
 }
 
@@ -398,11 +390,7 @@ fn check_names_every_problem_of_a_config() {
             .env_remove("RUST_LOG")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = common::output_text(&out);
         // The host never panics (the guest's own panic is reported).
         assert!(!text.contains("panicked at host/"), "{text}");
         assert!(!text.contains("RUST_BACKTRACE"), "{text}");
@@ -553,11 +541,7 @@ async fn a_new_crate_builds_tests_and_swaps_under_a_connected_client() {
         .env("CARGO_TARGET_DIR", scaffold_target())
         .output()
         .unwrap();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&unit.stdout),
-        String::from_utf8_lossy(&unit.stderr)
-    );
+    let out = common::output_text(&unit);
     assert!(unit.status.success(), "{out}");
     assert!(out.contains("test result: ok. 4 passed"), "{out}");
     assert!(out.contains("1 ignored"), "{out}");
@@ -611,19 +595,7 @@ async fn a_new_crate_builds_tests_and_swaps_under_a_connected_client() {
         .collect();
     assert_eq!(texts, ["first", "SECOND"]);
 
-    let pid = dev.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        dev.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        dev.output()
-    );
+    dev.terminate();
 }
 
 /// The next text frame.

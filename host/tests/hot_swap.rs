@@ -57,11 +57,7 @@ fn run_cli(addr: std::net::SocketAddr, args: &[String]) -> (bool, String) {
         .args(["--url", &format!("http://{addr}"), "--token", TOKEN])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     (out.status.success(), text)
 }
 

@@ -217,6 +217,15 @@ pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> boo
     cond()
 }
 
+/// What a finished command printed, stdout then stderr.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A test config whose objects are evicted after `idle_ms` without events.
 pub fn hibernating_config(dir: &Path, idle_ms: u64) -> Config {
     Config {
