@@ -58,40 +58,82 @@ pub const SDK_FILES: &[File] = &[
 /// The vendored SDK's manifest (the workspace's one inherits from it).
 const SDK_MANIFEST: &str = include_str!("../templates/sdk-Cargo.toml.tmpl");
 
-/// The `room` template: (path in the crate, text with `{{...}}` holes).
-const ROOM: &[File] = &[
+/// What every template writes: (path in the crate, text with `{{...}}`
+/// holes).
+const COMMON: &[File] = &[
     (
         "Cargo.toml",
-        include_str!("../templates/room/Cargo.toml.tmpl"),
+        include_str!("../templates/common/Cargo.toml.tmpl"),
     ),
     (
         "roomhost.toml",
-        include_str!("../templates/room/roomhost.toml.tmpl"),
+        include_str!("../templates/common/roomhost.toml.tmpl"),
     ),
     (
         "README.md",
-        include_str!("../templates/room/README.md.tmpl"),
+        include_str!("../templates/common/README.md.tmpl"),
     ),
     (
         ".gitignore",
-        include_str!("../templates/room/gitignore.tmpl"),
-    ),
-    ("src/lib.rs", include_str!("../templates/room/src/lib.rs")),
-    (
-        "src/tests.rs",
-        include_str!("../templates/room/src/tests.rs"),
-    ),
-    (
-        "tests/e2e.rs",
-        include_str!("../templates/room/tests/e2e.rs.tmpl"),
+        include_str!("../templates/common/gitignore.tmpl"),
     ),
 ];
+
+/// A template: its name, its own files, what it is (the README's table),
+/// and what to try while `roomhost dev` runs.
+struct Template {
+    name: &'static str,
+    files: &'static [File],
+    what: &'static str,
+    try_it: &'static str,
+}
+
+const ROOM: Template = Template {
+    name: "room",
+    files: &[
+        ("src/lib.rs", include_str!("../templates/room/src/lib.rs")),
+        (
+            "src/tests.rs",
+            include_str!("../templates/room/src/tests.rs"),
+        ),
+        (
+            "tests/e2e.rs",
+            include_str!("../templates/room/tests/e2e.rs.tmpl"),
+        ),
+    ],
+    what: "the room: messages over WebSockets, stored, and expired by an alarm",
+    try_it: "websocat 'ws://127.0.0.1:8080/{{class}}/lobby/ws?user=ada'   # then type a message\n\
+             curl http://127.0.0.1:8080/{{class}}/lobby/history",
+};
+
+const COUNTER: Template = Template {
+    name: "counter",
+    files: &[
+        (
+            "src/lib.rs",
+            include_str!("../templates/counter/src/lib.rs"),
+        ),
+        (
+            "src/tests.rs",
+            include_str!("../templates/counter/src/tests.rs"),
+        ),
+        (
+            "tests/e2e.rs",
+            include_str!("../templates/counter/tests/e2e.rs.tmpl"),
+        ),
+    ],
+    what: "the counter: one per name, with WebSocket watchers",
+    try_it: "curl -X POST 'http://127.0.0.1:8080/{{class}}/hits/increment?by=2'\n\
+             websocat ws://127.0.0.1:8080/{{class}}/hits/watch",
+};
+
+const ALL: &[&Template] = &[&ROOM, &COUNTER];
 
 /// The versions this roomhost was tested with.
 const CARGO_LOCK: &str = include_str!("../../Cargo.lock");
 
 /// The templates `roomhost new --template` knows.
-pub const TEMPLATES: &[&str] = &["room"];
+pub const TEMPLATES: &[&str] = &["room", "counter"];
 
 /// Why a crate could not be made or updated.
 #[derive(Debug, thiserror::Error)]
@@ -128,9 +170,8 @@ pub fn new_crate(parent: &Path, name: &str, template: &str) -> Result<PathBuf, S
     if !crate::ids::valid_class_name(name) || !starts_with_letter {
         return Err(ScaffoldError::BadName(name.to_string()));
     }
-    let files = match template {
-        "room" => ROOM,
-        other => return Err(ScaffoldError::NoTemplate(other.to_string())),
+    let Some(chosen) = ALL.iter().find(|t| t.name == template) else {
+        return Err(ScaffoldError::NoTemplate(template.to_string()));
     };
     let dir = parent.join(name);
     let occupied = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
@@ -138,6 +179,10 @@ pub fn new_crate(parent: &Path, name: &str, template: &str) -> Result<PathBuf, S
         return Err(ScaffoldError::Exists(dir));
     }
     let holes = [
+        // First: they hold holes of their own.
+        ("{{try_it}}", chosen.try_it.to_string()),
+        ("{{what}}", chosen.what.to_string()),
+        ("{{template}}", chosen.name.to_string()),
         ("{{name}}", name.to_string()),
         ("{{class}}", name.to_string()),
         ("{{crate_file}}", name.replace('-', "_")),
@@ -147,7 +192,7 @@ pub fn new_crate(parent: &Path, name: &str, template: &str) -> Result<PathBuf, S
         ),
         ("{{sdk_version}}", env!("CARGO_PKG_VERSION").to_string()),
     ];
-    for (path, text) in files {
+    for (path, text) in COMMON.iter().chain(chosen.files) {
         write(&dir.join(path), &fill(text, &holes))?;
     }
     write(&dir.join("Cargo.lock"), CARGO_LOCK)?;
@@ -262,20 +307,42 @@ mod tests {
     }
 
     #[test]
+    fn every_template_is_listed_and_every_listed_one_exists() {
+        let names: Vec<&str> = ALL.iter().map(|t| t.name).collect();
+        assert_eq!(names, TEMPLATES);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        for t in ALL {
+            let mut on_disk = Vec::new();
+            files_under(&root.join(t.name), &root.join(t.name), &mut on_disk);
+            let mut carried: Vec<String> = t
+                .files
+                .iter()
+                .map(|(p, _)| p.replace("tests/e2e.rs", "tests/e2e.rs.tmpl"))
+                .collect();
+            on_disk.sort();
+            carried.sort();
+            assert_eq!(carried, on_disk, "template {}", t.name);
+        }
+    }
+
+    #[test]
     fn new_fills_the_template_and_refuses_bad_names_and_taken_folders() {
         let tmp = tempfile::tempdir().unwrap();
+        let counter = new_crate(tmp.path(), "hits", "counter").unwrap();
+        let readme = std::fs::read_to_string(counter.join("README.md")).unwrap();
+        assert!(readme.contains("template `counter`"), "{readme}");
+        assert!(readme.contains("/hits/hits/increment"), "{readme}");
         let dir = new_crate(tmp.path(), "my-room", "room").unwrap();
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"my-room\""));
         let config = std::fs::read_to_string(dir.join("roomhost.toml")).unwrap();
         assert!(config.contains("release/my_room.wasm"), "{config}");
         assert!(config.contains("[classes.my-room]"));
-        for (path, _) in ROOM.iter().chain(SDK_FILES) {
-            let path = if ROOM.iter().any(|(p, _)| p == path) {
-                dir.join(path)
-            } else {
-                dir.join("roomhost-sdk").join(path)
-            };
+        let crate_files = COMMON.iter().chain(ROOM.files).map(|(p, _)| dir.join(p));
+        let sdk_files = SDK_FILES
+            .iter()
+            .map(|(p, _)| dir.join("roomhost-sdk").join(p));
+        for path in crate_files.chain(sdk_files) {
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(
                 !text.contains("{{"),

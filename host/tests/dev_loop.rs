@@ -608,3 +608,31 @@ async fn recv(ws: &mut common::Client) -> String {
         }
     }
 }
+
+/// Every template passes its own unit and end-to-end tests (`roomhost test`
+/// runs both) where `roomhost new` writes it.
+#[test]
+fn the_counter_template_passes_its_own_tests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = Command::new(env!("CARGO_BIN_EXE_roomhost"))
+        .args(["new", "hits", "--template", "counter"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", common::output_text(&made));
+    let dir = tmp.path().join("hits");
+    std::fs::copy(
+        workspace().join("rust-toolchain.toml"),
+        dir.join("rust-toolchain.toml"),
+    )
+    .unwrap();
+    let mut run = Proc::spawn(&["test"], &dir, &[]);
+    let status = run.wait_exit(FIRST_BUILD);
+    let out = run.output();
+    assert!(status.success(), "{status}:\n{out}");
+    assert!(out.contains("test result: ok. 3 passed"), "{out}");
+    assert!(
+        out.contains("test a_watcher_hears_an_increment_made_over_http ... ok"),
+        "{out}"
+    );
+}

@@ -37,6 +37,12 @@ impl Request {
         query_param(self.query.as_deref(), name)
     }
 
+    /// Query parameter `name`, or a `400 missing NAME` error.
+    pub fn require(&self, name: &str) -> Result<String> {
+        self.query(name)
+            .ok_or_else(|| Error::bad_request(format!("missing {name}")))
+    }
+
     /// Query parameter `name` parsed as a `T`: `Ok(None)` when absent, a
     /// `400` error naming the parameter when it does not parse.
     pub fn query_as<T: FromStr>(&self, name: &str) -> Result<Option<T>>

@@ -59,8 +59,8 @@ impl Socket {
     }
 
     /// Replaces its tags.
-    pub fn set_tags(self, tags: &[&str]) -> SocketResult<()> {
-        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    pub fn set_tags<T: AsRef<str>>(self, tags: &[T]) -> SocketResult<()> {
+        let tags: Vec<String> = tags.iter().map(|t| t.as_ref().to_string()).collect();
         sys::sockets::set_tags(self.0, &tags)
     }
 

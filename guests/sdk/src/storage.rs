@@ -45,8 +45,10 @@ pub fn delete(key: &str) -> std::result::Result<bool, StorageError> {
 }
 
 /// The entries that exist among `keys` (≤ 128), in key order, as raw bytes.
-pub fn get_many(keys: &[String]) -> std::result::Result<Vec<(String, Vec<u8>)>, StorageError> {
-    sys::storage::get_many(keys)
+pub fn get_many<K: AsRef<str>>(
+    keys: &[K],
+) -> std::result::Result<Vec<(String, Vec<u8>)>, StorageError> {
+    sys::storage::get_many(&owned(keys))
 }
 
 /// Writes up to 128 raw entries at once, all or none.
@@ -55,8 +57,12 @@ pub fn put_many(entries: &[(String, Vec<u8>)]) -> std::result::Result<(), Storag
 }
 
 /// Deletes up to 128 keys; how many existed.
-pub fn delete_many(keys: &[String]) -> std::result::Result<u32, StorageError> {
-    sys::storage::delete_many(keys)
+pub fn delete_many<K: AsRef<str>>(keys: &[K]) -> std::result::Result<u32, StorageError> {
+    sys::storage::delete_many(&owned(keys))
+}
+
+fn owned<K: AsRef<str>>(keys: &[K]) -> Vec<String> {
+    keys.iter().map(|k| k.as_ref().to_string()).collect()
 }
 
 /// Deletes every key of this object.
