@@ -19,6 +19,11 @@
 //!
 //! [limits]
 //! max_frame_bytes = 1048576
+//! max_connections_per_ip = 256      # open connections from one client IP
+//! max_connections = 50000           # open connections in all
+//! request_head_timeout_ms = 10000   # slowloris deadline and keep-alive idle timeout
+//! websocket_handshake_timeout_ms = 10000
+//! max_sockets_per_object = 32768    # as Durable Objects
 //! ```
 
 use std::collections::BTreeMap;
@@ -129,6 +134,30 @@ pub struct Limits {
     pub max_memories: u32,
     /// Tables one component may define.
     pub max_tables: u32,
+    /// Open TCP connections (HTTP and WebSocket) from one client IP; past it
+    /// a new connection gets a 503 and is closed at once, before any of it is
+    /// read. The IP is the TCP peer's; with `trust_forwarded_for` the peer is
+    /// a proxy, so the cap counts WebSocket upgrades per forwarded IP instead
+    /// (an HTTP request is short-lived and is not capped per forwarded IP).
+    /// Without it one client could take every descriptor. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Open TCP connections in all; past it a new connection gets a 503 and
+    /// is closed at once. Keep it below the process's descriptor limit
+    /// (`ulimit -n`). Default 50,000.
+    pub max_connections: usize,
+    /// A connection must deliver a complete HTTP request head this long after
+    /// it opens, and after each response on a keep-alive connection (ms);
+    /// otherwise it is closed. This is both the slowloris deadline and the
+    /// idle timeout of connections that never upgrade. Default 10 s.
+    pub request_head_timeout_ms: u64,
+    /// From a WebSocket upgrade request's head to the upgraded connection in
+    /// the host's hands (the object's accept included), at most this long
+    /// (ms); past it the client gets 503 and the socket is forgotten.
+    /// Default 10 s.
+    pub websocket_handshake_timeout_ms: u64,
+    /// WebSockets one object may hold (as Durable Objects: 32,768); an
+    /// upgrade past it gets 503 without waking the object.
+    pub max_sockets_per_object: usize,
 }
 
 impl Default for Limits {
@@ -148,6 +177,11 @@ impl Default for Limits {
             max_core_instances: 4,
             max_memories: 2,
             max_tables: 8,
+            max_connections_per_ip: 256,
+            max_connections: 50_000,
+            request_head_timeout_ms: 10_000,
+            websocket_handshake_timeout_ms: 10_000,
+            max_sockets_per_object: 32_768,
         }
     }
 }
@@ -403,6 +437,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes must be ≥ 125 and limits.socket_send_queue_bytes ≥ 64 KiB"
                     .into(),
+            ));
+        }
+        if l.max_connections_per_ip == 0
+            || l.max_connections == 0
+            || l.max_sockets_per_object == 0
+            || l.request_head_timeout_ms == 0
+            || l.websocket_handshake_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections_per_ip, limits.max_connections, limits.max_sockets_per_object, limits.request_head_timeout_ms and limits.websocket_handshake_timeout_ms must be > 0".into(),
             ));
         }
         Ok(())
