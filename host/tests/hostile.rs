@@ -396,3 +396,45 @@ async fn keep_alive_idle_and_stalled_heads_are_closed_and_counted_apart() {
     );
     host.stop().await;
 }
+
+/// A WebSocket handshake that does not complete in time (here: its object is
+/// busy with a runaway event) gets 503; the object forgets the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_over_its_deadline_gets_503_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.websocket_handshake_timeout_ms = 500;
+    config.limits.max_event_cpu_ms = 2_000;
+    let host = start_host(config).await;
+    let addr = host.addr;
+    let spin =
+        tokio::spawn(async move { http_request(addr, "GET", "/probe/busy/spin", b"").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    match host
+        .try_ws_from(Ipv4Addr::LOCALHOST, "/probe/busy/ws")
+        .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected a 503, got {:?}", other.map(|_| "a socket")),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(spin.await.unwrap().0, 500, "the runaway event is stopped");
+    assert_eq!(host.stats().handshakes_timed_out, 1);
+    // The queued upgrade ran after the runaway and was forgotten at once.
+    assert!(
+        eventually(WAIT, || host.stats().sockets_open == 0).await,
+        "{:?}",
+        host.stats()
+    );
+    let mut c = host.ws("/probe/busy/ws").await;
+    c.send_text("echo:fine").await;
+    assert_eq!(c.recv_text().await, "fine");
+    assert!(host.stats().sockets_open == 1);
+    let text = http_request(addr, "GET", "/metrics", b"").await.1;
+    assert!(
+        text.contains("roomhost_websocket_handshakes_timed_out_total 1"),
+        "{text}"
+    );
+    host.stop().await;
+}
