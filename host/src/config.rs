@@ -24,6 +24,10 @@
 //! request_head_timeout_ms = 10000   # slowloris deadline and keep-alive idle timeout
 //! websocket_handshake_timeout_ms = 10000
 //! max_sockets_per_object = 32768    # as Durable Objects
+//! max_tags_per_socket = 10          # and max_tag_bytes = 256
+//! max_attachment_bytes = 2048       # and max_auto_response_bytes = 2048
+//! max_log_lines_per_event = 1000    # log calls + stderr lines, each ≤ 4 KiB
+//! max_log_lines_per_second = 1000
 //! ```
 
 use std::collections::BTreeMap;
@@ -158,6 +162,37 @@ pub struct Limits {
     /// WebSockets one object may hold (as Durable Objects: 32,768); an
     /// upgrade past it gets 503 without waking the object.
     pub max_sockets_per_object: usize,
+    /// Tags a guest may put on one socket (default 10). Tags, attachments and
+    /// the auto-response are kept by the host, outside the guest's memory
+    /// limit. The SDK's test host uses the defaults.
+    pub max_tags_per_socket: usize,
+    /// Bytes in one tag (default 256).
+    pub max_tag_bytes: usize,
+    /// Bytes in one socket's attachment (default 2 KiB).
+    pub max_attachment_bytes: usize,
+    /// Bytes in the auto-response's request, and in its response (default
+    /// 2 KiB).
+    pub max_auto_response_bytes: usize,
+    /// Lines one instance may log in one event: `log` calls and stderr
+    /// lines together, each cut at 4 KiB (so at most 4 MiB of log per event
+    /// by default). The rest are dropped, counted in
+    /// `roomhost_guest_log_lines_dropped_total`, and said in one line when
+    /// the event returns. Default 1,000.
+    pub max_log_lines_per_event: usize,
+    /// ... and in one second, across events. Default 1,000.
+    pub max_log_lines_per_second: usize,
+}
+
+impl Limits {
+    /// The socket limits a guest's `sockets` calls are held to.
+    pub fn sockets(&self) -> crate::sockets::SocketLimits {
+        crate::sockets::SocketLimits {
+            max_tags: self.max_tags_per_socket,
+            max_tag_bytes: self.max_tag_bytes,
+            max_attachment_bytes: self.max_attachment_bytes,
+            max_auto_response_bytes: self.max_auto_response_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -182,6 +217,12 @@ impl Default for Limits {
             request_head_timeout_ms: 10_000,
             websocket_handshake_timeout_ms: 10_000,
             max_sockets_per_object: 32_768,
+            max_tags_per_socket: crate::sockets::MAX_TAGS,
+            max_tag_bytes: crate::sockets::MAX_TAG_BYTES,
+            max_attachment_bytes: crate::sockets::MAX_ATTACHMENT_BYTES,
+            max_auto_response_bytes: crate::sockets::MAX_AUTO_RESPONSE_BYTES,
+            max_log_lines_per_event: 1_000,
+            max_log_lines_per_second: 1_000,
         }
     }
 }
@@ -449,6 +490,17 @@ impl Config {
                 "limits.max_connections_per_ip, limits.max_connections, limits.max_sockets_per_object, limits.request_head_timeout_ms and limits.websocket_handshake_timeout_ms must be > 0".into(),
             ));
         }
+        // Each is kept per socket (or per object) in host memory.
+        if l.max_tag_bytes == 0
+            || l.max_tag_bytes > 65_536
+            || l.max_tags_per_socket > 1_024
+            || l.max_attachment_bytes > 1 << 20
+            || l.max_auto_response_bytes > 1 << 20
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_tag_bytes must be 1..=65536, limits.max_tags_per_socket ≤ 1024, limits.max_attachment_bytes and limits.max_auto_response_bytes ≤ 1 MiB".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -505,6 +557,28 @@ mod tests {
         );
         let e = Config::from_toml("[limits]\nmax_tables = 0\n").expect_err("zero tables");
         assert!(crate::error::Report(&e).to_string().contains("max_tables"));
+    }
+
+    #[test]
+    fn socket_limit_defaults_are_the_sdk_test_hosts() {
+        // The SDK's in-memory test host mirrors these as constants.
+        let world = include_str!("../../guests/sdk/src/testing/world.rs");
+        let l = Limits::default();
+        for (name, value) in [
+            ("MAX_ATTACHMENT_BYTES", l.max_attachment_bytes),
+            ("MAX_TAGS", l.max_tags_per_socket),
+            ("MAX_TAG_BYTES", l.max_tag_bytes),
+            // The test host holds the auto-response pair to the attachment's size.
+            ("MAX_ATTACHMENT_BYTES", l.max_auto_response_bytes),
+        ] {
+            let line = format!("pub(crate) const {name}: usize = {value};");
+            assert!(world.contains(&line), "the SDK's test host has no `{line}`");
+        }
+        let c = Config::from_toml("[limits]\nmax_tags_per_socket = 3\nmax_attachment_bytes = 64\n")
+            .expect("valid");
+        assert_eq!(c.limits.sockets().max_tags, 3);
+        assert_eq!(c.limits.sockets().max_attachment_bytes, 64);
+        assert!(Config::from_toml("[limits]\nmax_tag_bytes = 0\n").is_err());
     }
 
     #[test]

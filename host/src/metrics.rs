@@ -96,6 +96,7 @@ pub struct Metrics {
     slow_heads_cut: AtomicU64,
     idle_connections_closed: AtomicU64,
     handshakes_timed_out: AtomicU64,
+    guest_log_lines_dropped: AtomicU64,
     /// From a woken object's event arriving to its handler starting.
     pub wake_latency: Histogram,
 }
@@ -165,6 +166,9 @@ pub struct MetricsSnapshot {
     /// WebSocket handshakes that did not complete within
     /// `websocket_handshake_timeout_ms`.
     pub handshakes_timed_out: u64,
+    /// Guest log lines (`log` calls and stderr lines) dropped over
+    /// `max_log_lines_per_event` or `max_log_lines_per_second`.
+    pub guest_log_lines_dropped: u64,
 }
 
 macro_rules! gauge {
@@ -209,6 +213,7 @@ impl Metrics {
     counter!(slow_head_cut, slow_heads_cut);
     counter!(idle_connection_closed, idle_connections_closed);
     counter!(handshake_timed_out, handshakes_timed_out);
+    counter!(guest_log_line_dropped, guest_log_lines_dropped);
 
     /// Components compiled so far (set by the components, which read it off
     /// wasmtime's cache).
@@ -261,6 +266,7 @@ impl Metrics {
             slow_heads_cut: self.slow_heads_cut.load(Relaxed),
             idle_connections_closed: self.idle_connections_closed.load(Relaxed),
             handshakes_timed_out: self.handshakes_timed_out.load(Relaxed),
+            guest_log_lines_dropped: self.guest_log_lines_dropped.load(Relaxed),
         }
     }
 
@@ -412,6 +418,12 @@ impl Metrics {
             "counter",
             "Connections closed for sending no request in time (after opening or after a response).",
             s.idle_connections_closed,
+        );
+        line(
+            "guest_log_lines_dropped_total",
+            "counter",
+            "Guest log and stderr lines dropped over the per-event or per-second limit.",
+            s.guest_log_lines_dropped,
         );
         line(
             "websocket_handshakes_timed_out_total",

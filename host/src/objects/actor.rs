@@ -776,8 +776,10 @@ fn accept_socket(
     conn: &Arc<SocketConn>,
     accept: &Accept,
 ) -> Result<(), String> {
-    crate::sockets::validate_tags(&accept.tags).map_err(|e| format!("invalid accept: {e:?}"))?;
-    crate::sockets::validate_attachment(&accept.attachment)
+    let limits = ctx.rt.config.limits.sockets();
+    crate::sockets::validate_tags(&accept.tags, &limits)
+        .map_err(|e| format!("invalid accept: {e:?}"))?;
+    crate::sockets::validate_attachment(&accept.attachment, &limits)
         .map_err(|e| format!("invalid accept: {e:?}"))?;
     conn.use_auto_response(ctx.core.auto.clone());
     ctx.core
