@@ -438,3 +438,42 @@ async fn a_handshake_over_its_deadline_gets_503_and_leaves_nothing_behind() {
     );
     host.stop().await;
 }
+
+/// Behind a trusted proxy every connection comes from the proxy: the peer is
+/// not capped, WebSockets are capped per forwarded client IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_websockets_are_capped_per_forwarded_ip() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.trust_forwarded_for = true;
+    config.limits.max_connections_per_ip = 2;
+    let host = start_host(config).await;
+    let addr = host.addr;
+    let through_proxy = |client: &'static str| async move {
+        let mut req = format!("ws://{addr}/probe/proxied/ws")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        let stream = TcpStream::connect(addr).await.unwrap();
+        tokio_tungstenite::client_async(req, stream).await
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(through_proxy("10.0.0.1").await.expect("under the cap").0);
+    }
+    match through_proxy("10.0.0.1").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected a 503, got {:?}", other.map(|_| "a socket")),
+    }
+    for _ in 0..2 {
+        held.push(through_proxy("10.0.0.2").await.expect("another client").0);
+    }
+    // Five connections from the proxy's own address: the peer is not capped.
+    let (status, _) = http_request(addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(host.stats().connections_refused_per_ip, 1);
+    drop(held);
+    host.stop().await;
+}
