@@ -19,6 +19,15 @@
 //!
 //! [limits]
 //! max_frame_bytes = 1048576
+//! max_connections_per_ip = 256      # open connections from one client IP
+//! max_connections = 50000           # open connections in all
+//! request_head_timeout_ms = 10000   # slowloris deadline and keep-alive idle timeout
+//! websocket_handshake_timeout_ms = 10000
+//! max_sockets_per_object = 32768    # as Durable Objects
+//! max_tags_per_socket = 10          # and max_tag_bytes = 256
+//! max_attachment_bytes = 2048       # and max_auto_response_bytes = 2048
+//! max_log_lines_per_event = 1000    # log calls + stderr lines, each ≤ 4 KiB
+//! max_log_lines_per_second = 1000
 //! ```
 
 use std::collections::BTreeMap;
@@ -129,6 +138,61 @@ pub struct Limits {
     pub max_memories: u32,
     /// Tables one component may define.
     pub max_tables: u32,
+    /// Open TCP connections (HTTP and WebSocket) from one client IP; past it
+    /// a new connection gets a 503 and is closed at once, before any of it is
+    /// read. The IP is the TCP peer's; with `trust_forwarded_for` the peer is
+    /// a proxy, so the cap counts WebSocket upgrades per forwarded IP instead
+    /// (an HTTP request is short-lived and is not capped per forwarded IP).
+    /// Without it one client could take every descriptor. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Open TCP connections in all; past it a new connection gets a 503 and
+    /// is closed at once. Keep it below the process's descriptor limit
+    /// (`ulimit -n`). Default 50,000.
+    pub max_connections: usize,
+    /// A connection must deliver a complete HTTP request head this long after
+    /// it opens, and after each response on a keep-alive connection (ms);
+    /// otherwise it is closed. This is both the slowloris deadline and the
+    /// idle timeout of connections that never upgrade. Default 10 s.
+    pub request_head_timeout_ms: u64,
+    /// From a WebSocket upgrade request's head to the upgraded connection in
+    /// the host's hands (the object's accept included), at most this long
+    /// (ms); past it the client gets 503 and the socket is forgotten.
+    /// Default 10 s.
+    pub websocket_handshake_timeout_ms: u64,
+    /// WebSockets one object may hold (as Durable Objects: 32,768); an
+    /// upgrade past it gets 503 without waking the object.
+    pub max_sockets_per_object: usize,
+    /// Tags a guest may put on one socket (default 10). Tags, attachments and
+    /// the auto-response are kept by the host, outside the guest's memory
+    /// limit. The SDK's test host uses the defaults.
+    pub max_tags_per_socket: usize,
+    /// Bytes in one tag (default 256).
+    pub max_tag_bytes: usize,
+    /// Bytes in one socket's attachment (default 2 KiB).
+    pub max_attachment_bytes: usize,
+    /// Bytes in the auto-response's request, and in its response (default
+    /// 2 KiB).
+    pub max_auto_response_bytes: usize,
+    /// Lines one instance may log in one event: `log` calls and stderr
+    /// lines together, each cut at 4 KiB (so at most 4 MiB of log per event
+    /// by default). The rest are dropped, counted in
+    /// `roomhost_guest_log_lines_dropped_total`, and said in one line when
+    /// the event returns. Default 1,000.
+    pub max_log_lines_per_event: usize,
+    /// ... and in one second, across events. Default 1,000.
+    pub max_log_lines_per_second: usize,
+}
+
+impl Limits {
+    /// The socket limits a guest's `sockets` calls are held to.
+    pub fn sockets(&self) -> crate::sockets::SocketLimits {
+        crate::sockets::SocketLimits {
+            max_tags: self.max_tags_per_socket,
+            max_tag_bytes: self.max_tag_bytes,
+            max_attachment_bytes: self.max_attachment_bytes,
+            max_auto_response_bytes: self.max_auto_response_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -148,6 +212,17 @@ impl Default for Limits {
             max_core_instances: 4,
             max_memories: 2,
             max_tables: 8,
+            max_connections_per_ip: 256,
+            max_connections: 50_000,
+            request_head_timeout_ms: 10_000,
+            websocket_handshake_timeout_ms: 10_000,
+            max_sockets_per_object: 32_768,
+            max_tags_per_socket: crate::sockets::MAX_TAGS,
+            max_tag_bytes: crate::sockets::MAX_TAG_BYTES,
+            max_attachment_bytes: crate::sockets::MAX_ATTACHMENT_BYTES,
+            max_auto_response_bytes: crate::sockets::MAX_AUTO_RESPONSE_BYTES,
+            max_log_lines_per_event: 1_000,
+            max_log_lines_per_second: 1_000,
         }
     }
 }
@@ -405,6 +480,27 @@ impl Config {
                     .into(),
             ));
         }
+        if l.max_connections_per_ip == 0
+            || l.max_connections == 0
+            || l.max_sockets_per_object == 0
+            || l.request_head_timeout_ms == 0
+            || l.websocket_handshake_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections_per_ip, limits.max_connections, limits.max_sockets_per_object, limits.request_head_timeout_ms and limits.websocket_handshake_timeout_ms must be > 0".into(),
+            ));
+        }
+        // Each is kept per socket (or per object) in host memory.
+        if l.max_tag_bytes == 0
+            || l.max_tag_bytes > 65_536
+            || l.max_tags_per_socket > 1_024
+            || l.max_attachment_bytes > 1 << 20
+            || l.max_auto_response_bytes > 1 << 20
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_tag_bytes must be 1..=65536, limits.max_tags_per_socket ≤ 1024, limits.max_attachment_bytes and limits.max_auto_response_bytes ≤ 1 MiB".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -461,6 +557,28 @@ mod tests {
         );
         let e = Config::from_toml("[limits]\nmax_tables = 0\n").expect_err("zero tables");
         assert!(crate::error::Report(&e).to_string().contains("max_tables"));
+    }
+
+    #[test]
+    fn socket_limit_defaults_are_the_sdk_test_hosts() {
+        // The SDK's in-memory test host mirrors these as constants.
+        let world = include_str!("../../guests/sdk/src/testing/world.rs");
+        let l = Limits::default();
+        for (name, value) in [
+            ("MAX_ATTACHMENT_BYTES", l.max_attachment_bytes),
+            ("MAX_TAGS", l.max_tags_per_socket),
+            ("MAX_TAG_BYTES", l.max_tag_bytes),
+            // The test host holds the auto-response pair to the attachment's size.
+            ("MAX_ATTACHMENT_BYTES", l.max_auto_response_bytes),
+        ] {
+            let line = format!("pub(crate) const {name}: usize = {value};");
+            assert!(world.contains(&line), "the SDK's test host has no `{line}`");
+        }
+        let c = Config::from_toml("[limits]\nmax_tags_per_socket = 3\nmax_attachment_bytes = 64\n")
+            .expect("valid");
+        assert_eq!(c.limits.sockets().max_tags, 3);
+        assert_eq!(c.limits.sockets().max_attachment_bytes, 64);
+        assert!(Config::from_toml("[limits]\nmax_tag_bytes = 0\n").is_err());
     }
 
     #[test]

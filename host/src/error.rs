@@ -255,6 +255,14 @@ pub enum EventError {
     /// The callee did not answer in time.
     #[error("object {0}: call timed out")]
     Timeout(ObjectId),
+    /// A WebSocket upgrade over `limits.max_sockets_per_object`.
+    #[error("object {object}: too many WebSockets (at most {max})")]
+    TooManySockets {
+        /// The object.
+        object: ObjectId,
+        /// The cap.
+        max: usize,
+    },
     /// The host refused to deliver the event.
     #[error("object {object}: {why}")]
     Refused {

@@ -89,6 +89,14 @@ pub struct Metrics {
     rollbacks: AtomicU64,
     auto_rollbacks: AtomicU64,
     swaps: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused_per_ip: AtomicU64,
+    connections_refused_total_cap: AtomicU64,
+    sockets_refused_per_object: AtomicU64,
+    slow_heads_cut: AtomicU64,
+    idle_connections_closed: AtomicU64,
+    handshakes_timed_out: AtomicU64,
+    guest_log_lines_dropped: AtomicU64,
     /// From a woken object's event arriving to its handler starting.
     pub wake_latency: Histogram,
 }
@@ -139,6 +147,28 @@ pub struct MetricsSnapshot {
     pub auto_rollbacks: u64,
     /// Live instances replaced by another version at an event boundary.
     pub swaps: u64,
+    /// TCP connections open now (HTTP and WebSocket, on the main listener).
+    pub connections_open: u64,
+    /// Connections refused because their IP had `max_connections_per_ip`
+    /// open (or WebSocket upgrades, per forwarded IP behind a proxy).
+    pub connections_refused_per_ip: u64,
+    /// Connections refused because `max_connections` were open.
+    pub connections_refused_total_cap: u64,
+    /// WebSocket upgrades refused because the object held
+    /// `max_sockets_per_object` sockets.
+    pub sockets_refused_per_object: u64,
+    /// Connections closed because a request head that had begun did not
+    /// complete within `request_head_timeout_ms` (slowloris).
+    pub slow_heads_cut: u64,
+    /// Connections closed because they sent nothing within
+    /// `request_head_timeout_ms` of opening or of their last response.
+    pub idle_connections_closed: u64,
+    /// WebSocket handshakes that did not complete within
+    /// `websocket_handshake_timeout_ms`.
+    pub handshakes_timed_out: u64,
+    /// Guest log lines (`log` calls and stderr lines) dropped over
+    /// `max_log_lines_per_event` or `max_log_lines_per_second`.
+    pub guest_log_lines_dropped: u64,
 }
 
 macro_rules! gauge {
@@ -176,6 +206,14 @@ impl Metrics {
     counter!(rolled_back, rollbacks);
     counter!(auto_rolled_back, auto_rollbacks);
     counter!(swapped, swaps);
+    gauge!(connection_opened, connection_closed, connections_open);
+    counter!(refused_per_ip, connections_refused_per_ip);
+    counter!(refused_total_cap, connections_refused_total_cap);
+    counter!(refused_socket_per_object, sockets_refused_per_object);
+    counter!(slow_head_cut, slow_heads_cut);
+    counter!(idle_connection_closed, idle_connections_closed);
+    counter!(handshake_timed_out, handshakes_timed_out);
+    counter!(guest_log_line_dropped, guest_log_lines_dropped);
 
     /// Components compiled so far (set by the components, which read it off
     /// wasmtime's cache).
@@ -221,6 +259,14 @@ impl Metrics {
             rollbacks: self.rollbacks.load(Relaxed),
             auto_rollbacks: self.auto_rollbacks.load(Relaxed),
             swaps: self.swaps.load(Relaxed),
+            connections_open: self.connections_open.load(Relaxed),
+            connections_refused_per_ip: self.connections_refused_per_ip.load(Relaxed),
+            connections_refused_total_cap: self.connections_refused_total_cap.load(Relaxed),
+            sockets_refused_per_object: self.sockets_refused_per_object.load(Relaxed),
+            slow_heads_cut: self.slow_heads_cut.load(Relaxed),
+            idle_connections_closed: self.idle_connections_closed.load(Relaxed),
+            handshakes_timed_out: self.handshakes_timed_out.load(Relaxed),
+            guest_log_lines_dropped: self.guest_log_lines_dropped.load(Relaxed),
         }
     }
 
@@ -355,6 +401,50 @@ impl Metrics {
             "Live instances moved to another component version at an event boundary.",
             s.swaps,
         );
+        line(
+            "connections_open",
+            "gauge",
+            "TCP connections open now (HTTP and WebSocket).",
+            s.connections_open,
+        );
+        line(
+            "slow_request_heads_cut_total",
+            "counter",
+            "Connections closed because a started request head did not complete in time (slowloris).",
+            s.slow_heads_cut,
+        );
+        line(
+            "idle_connections_closed_total",
+            "counter",
+            "Connections closed for sending no request in time (after opening or after a response).",
+            s.idle_connections_closed,
+        );
+        line(
+            "guest_log_lines_dropped_total",
+            "counter",
+            "Guest log and stderr lines dropped over the per-event or per-second limit.",
+            s.guest_log_lines_dropped,
+        );
+        line(
+            "websocket_handshakes_timed_out_total",
+            "counter",
+            "WebSocket handshakes that did not complete in time.",
+            s.handshakes_timed_out,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roomhost_connections_refused_total Connections or WebSocket upgrades refused, by the cap that refused them.\n# TYPE roomhost_connections_refused_total counter"
+        );
+        for (cap, n) in [
+            ("per_ip", s.connections_refused_per_ip),
+            ("total", s.connections_refused_total_cap),
+            ("per_object_sockets", s.sockets_refused_per_object),
+        ] {
+            let _ = writeln!(
+                out,
+                "roomhost_connections_refused_total{{cap=\"{cap}\"}} {n}"
+            );
+        }
         let w = &self.wake_latency;
         let _ = writeln!(
             out,

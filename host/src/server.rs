@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::components::Components;
 use crate::config::Config;
 use crate::error::{Error, Report, Result};
 use crate::http::admin::AdminToken;
+use crate::http::conns::{self, ConnLimits, ConnSlot, Watched};
 use crate::http::router::Router;
 use crate::http::{Serves, Site};
 use crate::metrics::Metrics;
@@ -159,6 +160,8 @@ impl Server {
                 router: router.clone(),
                 admin: admin.clone(),
                 serves: Serves::Admin,
+                // The operator's way in: not capped.
+                limits: None,
             });
             let (rt2, stop) = (rt.clone(), rt.shutdown.clone());
             rt.tasks.spawn(async move {
@@ -168,10 +171,16 @@ impl Server {
                 }
             });
         }
+        let limits = ConnLimits::new(
+            rt.config.limits.max_connections,
+            rt.config.limits.max_connections_per_ip,
+            rt.metrics.clone(),
+        );
         let site = Arc::new(Site {
             router,
             admin,
             serves,
+            limits: Some(limits),
         });
         tokio::select! {
             () = accept(listener, rt.clone(), site) => {}
@@ -248,8 +257,14 @@ impl Deployer {
 }
 
 /// Accepts connections on `listener` and serves each with `site`, until the
-/// future is dropped.
+/// future is dropped. With `limits`, a connection over a cap is sent a 503
+/// and closed at once, before anything of it is read.
 async fn accept(listener: TcpListener, rt: Arc<Runtime>, site: Arc<Site>) {
+    let limits = site.limits.clone();
+    let head_timeout = Duration::from_millis(rt.config.limits.request_head_timeout_ms);
+    // Behind a trusted proxy every connection comes from the proxy: the
+    // per-IP cap then counts upgrades per forwarded IP (`http::to_object`).
+    let cap_peer = !rt.config.trust_forwarded_for;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -260,17 +275,45 @@ async fn accept(listener: TcpListener, rt: Arc<Runtime>, site: Arc<Site>) {
                 continue;
             }
         };
+        let slot = match &limits {
+            Some(l) => match l.admit(cap_peer.then(|| conns::canonical(peer.ip()))) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::debug!(%peer, ?why, "connection refused: over a cap");
+                    // Best effort and never waits: the socket's send buffer
+                    // is empty. Then closed at once.
+                    let _ = stream.try_write(conns::REFUSAL);
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => ConnSlot::unlimited(),
+        };
         let _ = stream.set_nodelay(true);
+        let slot = Arc::new(slot);
         let (rt2, site2) = (rt.clone(), site.clone());
-        let service =
-            service_fn(move |req| crate::http::handle(rt2.clone(), site2.clone(), peer, req));
+        let service = service_fn(move |req| {
+            crate::http::handle(rt2.clone(), site2.clone(), peer, slot.clone(), req)
+        });
         let stop = rt.shutdown.clone();
+        let metrics = rt.metrics.clone();
         rt.tasks.spawn(async move {
+            let watched = Watched::new(stream);
+            let read_since_write = watched.flag();
             let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .serve_connection(TokioIo::new(watched), service)
                 .with_upgrades();
             tokio::select! {
                 r = conn => if let Err(e) = r {
+                    if e.is_timeout() {
+                        if read_since_write.load(std::sync::atomic::Ordering::Relaxed) {
+                            metrics.slow_head_cut();
+                        } else {
+                            metrics.idle_connection_closed();
+                        }
+                    }
                     tracing::debug!(error = %e, "connection ended with an error");
                 },
                 _ = stop.cancelled() => {}

@@ -271,3 +271,47 @@ async fn storage_limits_are_typed_errors_and_the_event_goes_on() {
     assert_eq!((s, body.as_str()), (200, "[]"), "nothing was written");
     host.stop().await;
 }
+
+/// Tags, attachments and the auto-response pair are held to `[limits]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_limits_come_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.max_tags_per_socket = 2;
+    config.limits.max_tag_bytes = 4;
+    config.limits.max_attachment_bytes = 8;
+    config.limits.max_auto_response_bytes = 5;
+    let host = start_host(config).await;
+    let mut c = host.ws("/probe/limited/ws?tags=a,b").await;
+    for (command, want) in [
+        ("set-tags:a,bcde", "ok"),
+        (
+            "set-tags:a,b,c",
+            "err:SocketError::InvalidTags(\"at most 2 tags\")",
+        ),
+        ("set-tags:abcde", "err:SocketError::InvalidTags"),
+        ("attach:12345678", "ok"),
+        ("attach:123456789", "err:SocketError::AttachmentTooLarge(8)"),
+        ("auto:ping:pong", "ok"),
+        (
+            "auto:pingpong:x",
+            "err:SocketError::AutoResponseTooLarge(5)",
+        ),
+    ] {
+        c.send_text(command).await;
+        let got = c.recv_text().await;
+        assert!(got.starts_with(want), "{command}: {got}");
+    }
+    // Accepting with too many tags fails the upgrade.
+    assert!(
+        host.try_ws_from(
+            std::net::Ipv4Addr::LOCALHOST,
+            "/probe/limited/ws?tags=a,b,c"
+        )
+        .await
+        .is_err()
+    );
+    c.send_text("echo:still").await;
+    assert_eq!(c.recv_text().await, "still");
+    host.stop().await;
+}

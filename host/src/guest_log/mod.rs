@@ -13,18 +13,32 @@ use crate::bindings::roomhost::object::log::{self as wit, Host, Level};
 use crate::ids::ObjectId;
 
 pub use failure::GuestFailure;
-pub use stderr::GuestStderr;
+pub use stderr::{GuestStderr, LogLimits};
 
-/// What a guest's `log` calls work on: the object they are logged under.
+/// What a guest's `log` calls work on: the object they are logged under,
+/// and its instance's budget of lines (shared with its stderr).
 pub struct LogView<'a> {
     /// The object.
     pub object: &'a ObjectId,
+    /// The instance's stderr, which keeps the budget.
+    pub budget: &'a GuestStderr,
 }
 
 crate::bindings::link_view!(LogView, wit, "log");
 
 impl Host for LogView<'_> {
-    fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, mut message: String) {
+        if !self.budget.admit() {
+            return;
+        }
+        if message.len() > stderr::MAX_LINE {
+            let mut end = stderr::MAX_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(" [line cut]");
+        }
         // Under the same target as the guest's stderr: `roomhost::guest`.
         let object = self.object;
         match level {

@@ -11,13 +11,14 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// The longest line kept; the rest of a longer line is dropped (a guest cannot
 /// make the host buffer more than this for it).
-const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 4096;
 
 /// The most lines held back during one event; later ones are counted, not kept.
 const MAX_HELD_LINES: usize = 32;
@@ -36,18 +37,108 @@ struct Inner {
     held: Vec<String>,
     /// Lines dropped past [`MAX_HELD_LINES`].
     dropped: usize,
+    budget: Budget,
+}
+
+/// How many lines (`log` calls and stderr lines) an instance may log, per
+/// event and per second (`limits.max_log_lines_per_event` and
+/// `_per_second`); the rest are dropped, counted, and said once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Lines per event.
+    pub per_event: usize,
+    /// Lines per second.
+    pub per_second: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
+            per_event: 1_000,
+            per_second: 1_000,
+        }
+    }
+}
+
+struct Budget {
+    limits: LogLimits,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    event_lines: usize,
+    window: Instant,
+    window_lines: usize,
+    /// Dropped since last said.
+    dropped: u64,
+}
+
+impl Budget {
+    fn admit(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.window_lines = 0;
+        }
+        if self.event_lines >= self.limits.per_event || self.window_lines >= self.limits.per_second
+        {
+            self.dropped += 1;
+            if let Some(m) = &self.metrics {
+                m.guest_log_line_dropped();
+            }
+            return false;
+        }
+        self.event_lines += 1;
+        self.window_lines += 1;
+        true
+    }
+
+    /// What was dropped since last said, and forget it.
+    fn said(&mut self) -> Option<String> {
+        let n = std::mem::take(&mut self.dropped);
+        (n > 0).then(|| {
+            format!(
+                "[{n} log lines dropped: over limits.max_log_lines_per_event ({}) or limits.max_log_lines_per_second ({})]",
+                self.limits.per_event, self.limits.per_second
+            )
+        })
+    }
 }
 
 impl GuestStderr {
     /// A stderr whose lines are logged under `label` (the object's id).
     pub fn new(label: String) -> GuestStderr {
+        GuestStderr::limited(label, LogLimits::default(), None)
+    }
+
+    /// A stderr whose instance may log `limits` lines (its `log` calls
+    /// too, see [`GuestStderr::admit`]), counting drops in `metrics`.
+    pub fn limited(
+        label: String,
+        limits: LogLimits,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> GuestStderr {
         GuestStderr {
             inner: Arc::new(Mutex::new(Inner {
                 label,
                 capturing: false,
                 held: Vec::new(),
                 dropped: 0,
+                budget: Budget {
+                    limits,
+                    metrics,
+                    event_lines: 0,
+                    window: Instant::now(),
+                    window_lines: 0,
+                    dropped: 0,
+                },
             })),
+        }
+    }
+
+    /// Whether one more line (a `log` call) is within the instance's
+    /// budget; a refused one is counted.
+    pub fn admit(&self) -> bool {
+        match self.inner.lock() {
+            Ok(mut i) => i.budget.admit(),
+            Err(_) => false,
         }
     }
 
@@ -66,6 +157,7 @@ impl GuestStderr {
     pub fn capture(&self) {
         if let Ok(mut i) = self.inner.lock() {
             i.capturing = true;
+            i.budget.event_lines = 0;
         }
     }
 
@@ -79,6 +171,7 @@ impl GuestStderr {
                     lines.push(format!("[{} more lines not logged]", i.dropped));
                     i.dropped = 0;
                 }
+                lines.extend(i.budget.said());
                 (i.label.clone(), lines)
             }
             Err(_) => return,
@@ -107,8 +200,15 @@ impl GuestStderr {
 
     /// One complete line from the guest.
     fn line(&self, text: String) {
-        let label = match self.inner.lock() {
-            Ok(mut i) if i.capturing => {
+        let label = {
+            let Ok(mut i) = self.inner.lock() else {
+                return;
+            };
+            // Over the budget: counted, and said when an event returns.
+            if !i.budget.admit() {
+                return;
+            }
+            if i.capturing {
                 if i.held.len() < MAX_HELD_LINES {
                     i.held.push(text);
                 } else {
@@ -116,8 +216,7 @@ impl GuestStderr {
                 }
                 return;
             }
-            Ok(i) => i.label.clone(),
-            Err(_) => return,
+            i.label.clone()
         };
         log_line(&label, &text);
     }
@@ -201,6 +300,45 @@ impl Drop for LineWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_over_the_budget_are_dropped_counted_and_said_once() {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let err = GuestStderr::limited(
+            "c/n".into(),
+            LogLimits {
+                per_event: 3,
+                per_second: 100,
+            },
+            Some(metrics.clone()),
+        );
+        err.capture();
+        assert!(err.admit());
+        for n in 0..5 {
+            err.line(format!("{n}"));
+        }
+        assert!(!err.admit());
+        let lines = err.take();
+        assert_eq!(lines, ["0", "1"]);
+        assert_eq!(metrics.snapshot().guest_log_lines_dropped, 4);
+        // A new event, a new budget; the drops are said when it returns.
+        err.capture();
+        assert!(err.admit());
+        let said = err.inner.lock().expect("lock").budget.said();
+        assert!(said.expect("said").starts_with("[4 log lines dropped"));
+        let per_second = GuestStderr::limited(
+            "c/n".into(),
+            LogLimits {
+                per_event: 100,
+                per_second: 2,
+            },
+            None,
+        );
+        per_second.capture();
+        assert!(per_second.admit() && per_second.admit());
+        per_second.capture();
+        assert!(!per_second.admit(), "the second's budget is spent");
+    }
 
     #[test]
     fn lines_are_held_during_an_event_and_taken_on_a_trap() {

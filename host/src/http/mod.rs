@@ -7,6 +7,7 @@
 //! the log.
 
 pub mod admin;
+pub mod conns;
 pub mod router;
 pub mod websocket;
 
@@ -20,7 +21,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::bindings::{Reply, Request, Response};
@@ -53,6 +53,8 @@ pub struct Site {
     pub admin: Arc<admin::AdminToken>,
     /// Which requests this listener answers.
     pub serves: Serves,
+    /// Its connection caps (none: the admin listener).
+    pub limits: Option<Arc<conns::ConnLimits>>,
 }
 
 /// Which requests a listener answers.
@@ -71,6 +73,7 @@ pub async fn handle(
     rt: Arc<Runtime>,
     site: Arc<Site>,
     peer: SocketAddr,
+    slot: Arc<conns::ConnSlot>,
     req: HttpRequest<Incoming>,
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
@@ -122,7 +125,12 @@ pub async fn handle(
             if let Err(e) = crate::ids::validate_name(&name) {
                 return Ok(text(StatusCode::NOT_FOUND, e));
             }
-            to_object(rt, ObjectId::new(class, name), peer, req, rest).await
+            let conn = ConnInfo {
+                peer,
+                slot,
+                limits: site.limits.clone(),
+            };
+            to_object(rt, ObjectId::new(class, name), conn, req, rest).await
         }
         (Target::Object { .. }, None, _) => text(StatusCode::NOT_FOUND, "not found"),
     })
@@ -149,14 +157,22 @@ fn client_ip(rt: &Runtime, peer: SocketAddr, req: &HttpRequest<Incoming>) -> Str
 /// The header that carries what a route's `*` matched (see `wit/types.wit`).
 pub const REST_HEADER: &str = "x-roomhost-rest";
 
+/// The connection a request came on: its peer, its place under the caps
+/// (held by the WebSocket it may become), and the caps.
+struct ConnInfo {
+    peer: SocketAddr,
+    slot: Arc<conns::ConnSlot>,
+    limits: Option<Arc<conns::ConnLimits>>,
+}
+
 async fn to_object(
     rt: Arc<Runtime>,
     id: ObjectId,
-    peer: SocketAddr,
+    conn_info: ConnInfo,
     mut req: HttpRequest<Incoming>,
     rest: String,
 ) -> Resp {
-    let client_ip = client_ip(&rt, peer, &req);
+    let client_ip = client_ip(&rt, conn_info.peer, &req);
     // The host's own header (a client's is dropped): what the route's `*`
     // matched, so that a guest need not guess where its name ends.
     let headers = req
@@ -188,6 +204,26 @@ async fn to_object(
     } else {
         None
     };
+    // Behind a trusted proxy the TCP peer is the proxy: cap WebSockets per
+    // forwarded client IP instead (held as long as the socket).
+    let mut ip_slot = None;
+    if upgrade.is_some()
+        && rt.config.trust_forwarded_for
+        && let Some(limits) = &conn_info.limits
+        && let Ok(ip) = client_ip.parse::<std::net::IpAddr>()
+    {
+        match limits.admit_ip(conns::canonical(ip)) {
+            Ok(slot) => ip_slot = Some(slot),
+            Err(_) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections from this address",
+                );
+            }
+        }
+    }
+    let handshake_deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(rt.config.limits.websocket_handshake_timeout_ms);
     let body = if upgrade.is_some() {
         Vec::new()
     } else {
@@ -223,7 +259,34 @@ async fn to_object(
     if let Err(e) = rt.send(&id, event).await {
         return event_error(&id, e);
     }
-    let reply = match wait.await {
+    let answered = match &conn {
+        // A handshake has a deadline; a plain request waits for its object
+        // (whose event time is bounded by `max_event_cpu_ms`).
+        Some(c) => match tokio::time::timeout_at(handshake_deadline, wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                rt.metrics.handshake_timed_out();
+                // The object may still accept it: make it forget the socket.
+                c.end();
+                if let Ok(handle) = rt.handle(&id) {
+                    let closed = SocketEvent::Closed {
+                        id: c.id(),
+                        code: 1006,
+                        reason: "handshake timed out".into(),
+                    };
+                    rt.tasks.spawn(async move {
+                        handle.deliver(closed).await;
+                    });
+                }
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "WebSocket handshake timed out",
+                );
+            }
+        },
+        None => wait.await,
+    };
+    let reply = match answered {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return event_error(&id, e),
         Err(_) => return event_error(&id, EventError::Unavailable(id.clone())),
@@ -241,24 +304,34 @@ async fn to_object(
                 metrics: rt.metrics.clone(),
             };
             let tracker = rt.tasks.clone();
+            let metrics = rt.metrics.clone();
+            let slot = conn_info.slot;
             let task = async move {
                 // Keep only the TCP stream (and any bytes hyper read past the
                 // handshake): no hyper or WebSocket buffers while idle.
-                let stream = match fut.await {
-                    Ok(ws) => ws
+                let stream = match tokio::time::timeout_at(handshake_deadline, fut).await {
+                    Ok(Ok(ws)) => ws
                         .into_inner()
                         .into_inner()
-                        .downcast::<TokioIo<TcpStream>>()
+                        .downcast::<TokioIo<conns::Watched>>()
                         .map_err(|_| "the upgraded connection is not a TCP stream".to_string()),
-                    Err(e) => Err(format!("WebSocket upgrade did not complete: {e}")),
+                    Ok(Err(e)) => Err(format!("WebSocket upgrade did not complete: {e}")),
+                    Err(_) => {
+                        metrics.handshake_timed_out();
+                        Err("WebSocket upgrade timed out".to_string())
+                    }
                 };
                 match stream {
                     Ok(parts) => {
                         // A task of its own, so the connection does not carry the
-                        // upgrade's state for its whole life.
-                        let stream = parts.io.into_inner();
+                        // upgrade's state for its whole life. It holds the
+                        // connection's places under the caps.
+                        let stream = parts.io.into_inner().into_stream();
                         let run = websocket::run(conn, stream, parts.read_buf, params);
-                        tracker.spawn(run);
+                        tracker.spawn(async move {
+                            run.await;
+                            drop((slot, ip_slot));
+                        });
                     }
                     Err(why) => {
                         tracing::debug!("{why}");
@@ -289,6 +362,10 @@ fn event_error(id: &ObjectId, e: EventError) -> Resp {
             text(StatusCode::NOT_FOUND, "not found")
         }
         EventError::Unavailable(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        EventError::TooManySockets { max, .. } => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many WebSockets on this object (at most {max})"),
+        ),
         EventError::Timeout(_) => text(StatusCode::GATEWAY_TIMEOUT, "object timed out"),
         // The actor has logged these, once, with the details (a trap: the
         // panic message and the backtrace): say only where to look.

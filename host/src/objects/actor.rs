@@ -512,6 +512,23 @@ impl Actor {
         if !self.wants(&event) {
             return Ran::nothing();
         }
+        // An upgrade over the socket cap is refused without waking the guest.
+        let max = self.rt.config.limits.max_sockets_per_object;
+        if matches!(
+            &event,
+            Event::Request {
+                socket: Some(_),
+                ..
+            }
+        ) && self.core_mut().is_some_and(|c| c.sockets.len() >= max)
+        {
+            self.rt.metrics.refused_socket_per_object();
+            let e = EventError::TooManySockets {
+                object: self.id.clone(),
+                max,
+            };
+            return Ran::answer(Pending::failed(event, e));
+        }
         let chain = match &event {
             Event::Call { chain, .. } => {
                 let mut c = Vec::with_capacity(chain.len() + 1);
@@ -759,8 +776,10 @@ fn accept_socket(
     conn: &Arc<SocketConn>,
     accept: &Accept,
 ) -> Result<(), String> {
-    crate::sockets::validate_tags(&accept.tags).map_err(|e| format!("invalid accept: {e:?}"))?;
-    crate::sockets::validate_attachment(&accept.attachment)
+    let limits = ctx.rt.config.limits.sockets();
+    crate::sockets::validate_tags(&accept.tags, &limits)
+        .map_err(|e| format!("invalid accept: {e:?}"))?;
+    crate::sockets::validate_attachment(&accept.attachment, &limits)
         .map_err(|e| format!("invalid accept: {e:?}"))?;
     conn.use_auto_response(ctx.core.auto.clone());
     ctx.core

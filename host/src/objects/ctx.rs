@@ -44,7 +44,7 @@ impl ObjectCore {
 pub struct ObjectCtx {
     pub(crate) core: ObjectCore,
     /// The host: other objects, for `objects.call`.
-    rt: Arc<Runtime>,
+    pub(crate) rt: Arc<Runtime>,
     /// A throwaway store (a deploy's trial): `objects.call` is refused.
     no_calls: bool,
     /// Gated output of the running event.
@@ -77,7 +77,14 @@ impl ObjectCtx {
         // std's WASI imports need a context; it grants nothing but stderr (so
         // guest panic messages reach the host's log, with the object's id),
         // the clocks, and the class's configured vars as environment variables.
-        let stderr = GuestStderr::new(core.id.to_string());
+        let stderr = GuestStderr::limited(
+            core.id.to_string(),
+            crate::guest_log::LogLimits {
+                per_event: l.max_log_lines_per_event,
+                per_second: l.max_log_lines_per_second,
+            },
+            Some(rt.metrics.clone()),
+        );
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());
         if let Some(class) = rt.config.classes.get(&core.id.class) {
@@ -130,6 +137,7 @@ impl Capabilities for ObjectCtx {
             outbox: &mut self.outbox,
             pending: self.pending_socket.as_ref(),
             auto: &self.core.auto,
+            limits: self.rt.config.limits.sockets(),
         }
     }
 
@@ -161,6 +169,7 @@ impl Capabilities for ObjectCtx {
     fn log(&mut self) -> LogView<'_> {
         LogView {
             object: &self.core.id,
+            budget: &self.stderr,
         }
     }
 }

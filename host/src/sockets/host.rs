@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::frames::encode_guest_frame;
 use super::{
-    AutoResponse, MAX_ATTACHMENT_BYTES, Outbox, Output, SocketConn, SocketId, SocketTable, Undo,
+    AutoResponse, Outbox, Output, SocketConn, SocketId, SocketLimits, SocketTable, Undo,
     validate_attachment, validate_tags,
 };
 use crate::bindings::Frame;
@@ -26,6 +26,8 @@ pub struct SocketsView<'a> {
     pub pending: Option<&'a Arc<SocketConn>>,
     /// The object's auto-response pair, shared with its connections.
     pub auto: &'a AutoResponse,
+    /// Tag, attachment and auto-response sizes (`[limits]`).
+    pub limits: SocketLimits,
 }
 
 crate::bindings::link_view!(SocketsView, wit, "sockets");
@@ -91,7 +93,7 @@ impl Host for SocketsView<'_> {
     }
 
     fn set_tags(&mut self, id: SocketId, tags: Vec<String>) -> Result<(), SocketError> {
-        validate_tags(&tags)?;
+        validate_tags(&tags, &self.limits)?;
         let table = &mut *self.table;
         let old = std::mem::replace(&mut table.entry_mut(id)?.tags, tags);
         table.undo.push(Undo::Tags(id, old));
@@ -108,11 +110,12 @@ impl Host for SocketsView<'_> {
     }
 
     fn set_auto_response(&mut self, pair: Option<(String, String)>) -> Result<(), SocketError> {
+        let max = self.limits.max_auto_response_bytes;
         if let Some((req, resp)) = &pair
-            && (req.len() > MAX_ATTACHMENT_BYTES || resp.len() > MAX_ATTACHMENT_BYTES)
+            && (req.len() > max || resp.len() > max)
         {
             return Err(SocketError::AutoResponseTooLarge(
-                MAX_ATTACHMENT_BYTES as u32,
+                u32::try_from(max).unwrap_or(u32::MAX),
             ));
         }
         self.auto.set(pair);
@@ -129,7 +132,7 @@ impl Host for SocketsView<'_> {
     }
 
     fn set_attachment(&mut self, id: SocketId, value: Option<Vec<u8>>) -> Result<(), SocketError> {
-        validate_attachment(&value)?;
+        validate_attachment(&value, &self.limits)?;
         let table = &mut *self.table;
         let old = std::mem::replace(&mut table.entry_mut(id)?.attachment, value);
         table.undo.push(Undo::Attachment(id, old));
@@ -141,6 +144,7 @@ impl Host for SocketsView<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::sockets::MAX_ATTACHMENT_BYTES;
     use crate::sockets::frames::OpCode;
     use crate::sockets::frames::encode_frame;
 
@@ -171,6 +175,7 @@ mod tests {
                 outbox: &mut self.outbox,
                 pending: None,
                 auto: &self.auto,
+                limits: SocketLimits::default(),
             }
         }
     }

@@ -34,13 +34,40 @@ pub use outbound::{AutoResponse, SocketConn, SocketId};
 use crate::bindings::Frame;
 use crate::bindings::roomhost::object::sockets::SocketError;
 
-/// The largest attachment, in bytes (a guest could otherwise park unbounded
-/// memory in the host, outside its own memory limit).
+/// The default largest attachment, in bytes (a guest could otherwise park
+/// unbounded memory in the host, outside its own memory limit).
 pub const MAX_ATTACHMENT_BYTES: usize = 2048;
-/// The most tags on one socket.
+/// The default most tags on one socket.
 pub const MAX_TAGS: usize = 10;
-/// The longest tag, in bytes.
+/// The default longest tag, in bytes.
 pub const MAX_TAG_BYTES: usize = 256;
+/// The default longest auto-response request or response, in bytes.
+pub const MAX_AUTO_RESPONSE_BYTES: usize = 2048;
+
+/// What a guest may keep with its sockets, host-side (`[limits]`; the
+/// defaults are the constants above, which the SDK's test host mirrors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketLimits {
+    /// Tags on one socket.
+    pub max_tags: usize,
+    /// Bytes in one tag.
+    pub max_tag_bytes: usize,
+    /// Bytes in one attachment.
+    pub max_attachment_bytes: usize,
+    /// Bytes in the auto-response's request, and in its response.
+    pub max_auto_response_bytes: usize,
+}
+
+impl Default for SocketLimits {
+    fn default() -> SocketLimits {
+        SocketLimits {
+            max_tags: MAX_TAGS,
+            max_tag_bytes: MAX_TAG_BYTES,
+            max_attachment_bytes: MAX_ATTACHMENT_BYTES,
+            max_auto_response_bytes: MAX_AUTO_RESPONSE_BYTES,
+        }
+    }
+}
 
 /// One socket as its object sees it.
 pub struct SocketEntry {
@@ -224,28 +251,32 @@ impl SocketTable {
 }
 
 /// Checks tags against the limits.
-pub fn validate_tags(tags: &[String]) -> Result<(), SocketError> {
-    if tags.len() > MAX_TAGS {
-        return Err(SocketError::InvalidTags(format!("at most {MAX_TAGS} tags")));
+pub fn validate_tags(tags: &[String], limits: &SocketLimits) -> Result<(), SocketError> {
+    if tags.len() > limits.max_tags {
+        return Err(SocketError::InvalidTags(format!(
+            "at most {} tags",
+            limits.max_tags
+        )));
     }
     if let Some(t) = tags
         .iter()
-        .find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES)
+        .find(|t| t.is_empty() || t.len() > limits.max_tag_bytes)
     {
         return Err(SocketError::InvalidTags(format!(
-            "tag {:?}: tags are 1..={MAX_TAG_BYTES} bytes",
-            t.chars().take(32).collect::<String>()
+            "tag {:?}: tags are 1..={} bytes",
+            t.chars().take(32).collect::<String>(),
+            limits.max_tag_bytes
         )));
     }
     Ok(())
 }
 
 /// Checks an attachment against the limit.
-pub fn validate_attachment(a: &Option<Vec<u8>>) -> Result<(), SocketError> {
+pub fn validate_attachment(a: &Option<Vec<u8>>, limits: &SocketLimits) -> Result<(), SocketError> {
     match a {
-        Some(v) if v.len() > MAX_ATTACHMENT_BYTES => {
-            Err(SocketError::AttachmentTooLarge(MAX_ATTACHMENT_BYTES as u32))
-        }
+        Some(v) if v.len() > limits.max_attachment_bytes => Err(SocketError::AttachmentTooLarge(
+            u32::try_from(limits.max_attachment_bytes).unwrap_or(u32::MAX),
+        )),
         _ => Ok(()),
     }
 }
