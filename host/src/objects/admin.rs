@@ -259,12 +259,15 @@ impl Runtime {
         op: impl FnOnce(oneshot::Sender<Result<T, AdminError>>) -> AdminOp,
     ) -> Result<T, AdminError> {
         let (tx, rx) = oneshot::channel();
-        self.send(id, Event::Admin(Box::new(op(tx)))).await?;
-        match tokio::time::timeout(self.admin_wait(), rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(EventError::Unavailable(id.clone()).into()),
-            Err(_) => Err(EventError::Timeout(id.clone()).into()),
-        }
+        // A full mailbox or a busy object waits at most this long in all.
+        let run = async {
+            self.send(id, Event::Admin(Box::new(op(tx)))).await?;
+            rx.await
+                .map_err(|_| AdminError::from(EventError::Unavailable(id.clone())))?
+        };
+        tokio::time::timeout(self.admin_wait(), run)
+            .await
+            .map_err(|_| EventError::Timeout(id.clone()))?
     }
 
     /// `id`'s open sockets (none when it has no actor: no actor, no sockets).
@@ -273,18 +276,19 @@ impl Runtime {
             return Ok(Vec::new());
         };
         let (tx, rx) = oneshot::channel();
-        if handle
-            .send(Event::Admin(Box::new(AdminOp::Sockets(tx))))
+        let ask = async {
+            if handle
+                .send(Event::Admin(Box::new(AdminOp::Sockets(tx))))
+                .await
+                .is_err()
+            {
+                return Vec::new(); // the actor has just ended: no sockets
+            }
+            rx.await.unwrap_or_default()
+        };
+        tokio::time::timeout(self.admin_wait(), ask)
             .await
-            .is_err()
-        {
-            return Ok(Vec::new()); // the actor has just ended: no sockets
-        }
-        match tokio::time::timeout(self.admin_wait(), rx).await {
-            Ok(Ok(list)) => Ok(list),
-            Ok(Err(_)) => Ok(Vec::new()),
-            Err(_) => Err(EventError::Timeout(id.clone()).into()),
-        }
+            .map_err(|_| EventError::Timeout(id.clone()).into())
     }
 
     /// Everything `roomhost inspect` shows. `key`: only that key, in full;
