@@ -54,6 +54,30 @@ pub enum ClientError {
     /// The host's answer was not the JSON expected.
     #[error("the host's answer is not JSON")]
     BadAnswer(#[source] serde_json::Error),
+    /// The output could not be written.
+    #[error("cannot write the output")]
+    Write(#[source] std::io::Error),
+    /// The host's answer ended early.
+    #[error("the answer ended after {written} of {announced} bytes")]
+    Incomplete {
+        /// Bytes received.
+        written: u64,
+        /// Bytes announced.
+        announced: u64,
+    },
+    /// The backup received is not a database that opens.
+    #[error("the backup received does not open as a redb database")]
+    NotADatabase(#[source] Box<redb::DatabaseError>),
+}
+
+/// A path segment or query value, percent-encoded.
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `/admin/objects/{class}/{name}{rest}`.
+fn object_path(class: &str, name: &str, rest: &str) -> String {
+    format!("/admin/objects/{}/{}{rest}", enc(class), enc(name))
 }
 
 /// The token to use: `--token`, else `ROOMHOST_ADMIN_TOKEN`, else the token
@@ -105,6 +129,25 @@ impl AdminClient {
         body: Vec<u8>,
         headers: &[(&str, String)],
     ) -> Result<serde_json::Value, ClientError> {
+        let resp = self.send(method, path, body, headers).await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(ClientError::BadAnswer)
+    }
+
+    /// Sends one request; a success status gives the response with its body
+    /// unread, an error status becomes [`ClientError::Refused`].
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|source| ClientError::Connect {
@@ -131,24 +174,157 @@ impl AdminClient {
             .map_err(|e| ClientError::BadUrl(format!("{}{path}: {e}", self.url)))?;
         let resp = sender.send_request(req).await.map_err(ClientError::Http)?;
         let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
         let bytes = resp
             .into_body()
             .collect()
             .await
             .map_err(ClientError::Http)?
             .to_bytes();
-        let value: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
-        if !status.is_success() {
-            let message = match &value {
-                Ok(v) => v["error"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
-                Err(_) => String::from_utf8_lossy(&bytes).trim().to_string(),
-            };
-            return Err(ClientError::Refused { status, message });
+        let message = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => v["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+            Err(_) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        };
+        Err(ClientError::Refused { status, message })
+    }
+
+    /// `GET path`, its body written to `out` as it arrives; returns the bytes
+    /// written and the length the host announced (if it did).
+    async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<(u64, Option<u64>), ClientError> {
+        let resp = self.send(Method::GET, path, Vec::new(), &[]).await?;
+        let announced = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = resp.into_body();
+        let mut written = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(ClientError::Http)?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).map_err(ClientError::Write)?;
+                written += data.len() as u64;
+            }
         }
-        value.map_err(ClientError::BadAnswer)
+        Ok((written, announced))
+    }
+
+    /// `GET /admin/objects`: one page.
+    pub async fn objects(
+        &self,
+        class: Option<&str>,
+        state: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut path = format!("/admin/objects?state={state}&limit={limit}");
+        if let Some(c) = class {
+            path.push_str(&format!("&class={}", enc(c)));
+        }
+        if let Some(a) = after {
+            path.push_str(&format!("&after={}", enc(a)));
+        }
+        self.request(Method::GET, &path, Vec::new(), &[]).await
+    }
+
+    /// `GET /admin/objects/{class}/{name}`: one object (`key`: only that key,
+    /// in full).
+    pub async fn inspect(
+        &self,
+        class: &str,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut path = object_path(class, name, "");
+        if let Some(k) = key {
+            path.push_str(&format!("?key={}", enc(k)));
+        }
+        self.request(Method::GET, &path, Vec::new(), &[]).await
+    }
+
+    /// `GET /admin/objects/{class}/{name}/export` into `out`; returns bytes.
+    pub async fn export(
+        &self,
+        class: &str,
+        name: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ClientError> {
+        let path = object_path(class, name, "/export");
+        Ok(self.download(&path, out).await?.0)
+    }
+
+    /// `POST /admin/objects/{class}/{name}/import` with a file of JSON lines.
+    pub async fn import(
+        &self,
+        class: &str,
+        name: &str,
+        file: &Path,
+        overwrite: bool,
+    ) -> Result<serde_json::Value, ClientError> {
+        let bytes = std::fs::read(file).map_err(|source| ClientError::Read {
+            path: file.display().to_string(),
+            source,
+        })?;
+        let mut path = object_path(class, name, "/import");
+        if overwrite {
+            path.push_str("?overwrite=1");
+        }
+        self.request(Method::POST, &path, bytes, &[]).await
+    }
+
+    /// `POST /admin/objects/{class}/{name}/evict`.
+    pub async fn evict(&self, class: &str, name: &str) -> Result<serde_json::Value, ClientError> {
+        let path = object_path(class, name, "/evict");
+        self.request(Method::POST, &path, Vec::new(), &[]).await
+    }
+
+    /// `DELETE /admin/objects/{class}/{name}`, logged as done by `by`.
+    pub async fn delete(
+        &self,
+        class: &str,
+        name: &str,
+        by: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = object_path(class, name, "");
+        let by = [("x-roomhost-deleted-by", by.to_string())];
+        self.request(Method::DELETE, &path, Vec::new(), &by).await
+    }
+
+    /// `GET /admin/backup` into `file`: written to a temporary file beside
+    /// it, checked (complete, and a redb database that opens), then renamed
+    /// into place. Returns its size.
+    pub async fn backup(&self, file: &Path) -> Result<u64, ClientError> {
+        let dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let io = |source| ClientError::Write(source);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".roomhost-backup-")
+            .tempfile_in(dir)
+            .map_err(io)?;
+        let (written, announced) = self.download("/admin/backup", tmp.as_file_mut()).await?;
+        if announced.is_some_and(|n| n != written) {
+            return Err(ClientError::Incomplete {
+                written,
+                announced: announced.unwrap_or(0),
+            });
+        }
+        tmp.as_file().sync_all().map_err(io)?;
+        let check =
+            redb::Database::open(tmp.path()).map_err(|e| ClientError::NotADatabase(Box::new(e)))?;
+        drop(check);
+        tmp.persist(file).map_err(|e| io(e.error))?;
+        Ok(written)
     }
 
     /// `PUT /admin/classes/{class}` with the file's bytes.

@@ -87,6 +87,15 @@ pub enum StorageError {
     /// A commit failed; the writes of every event in the batch were discarded.
     #[error("database commit failed")]
     Commit(#[source] Arc<redb::Error>),
+    /// A backup could not be written.
+    #[error("cannot write the backup {path}")]
+    Backup {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What redb (or the file system) said.
+        #[source]
+        source: Arc<redb::Error>,
+    },
     /// The committer has stopped (the host is shutting down).
     #[error("the committer has stopped")]
     CommitterStopped,
@@ -199,6 +208,49 @@ pub enum ComponentError {
     /// The host has stopped (an in-process deploy after shutdown).
     #[error("the host has stopped")]
     HostStopped,
+}
+
+/// An operator's request about one object (the admin API's `inspect`,
+/// `export`, `import`, `evict`, `delete`) could not be done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// No class of this name is configured.
+    #[error("no such class: {0}")]
+    NoSuchClass(String),
+    /// The object has no actor, no stored keys and no alarm.
+    #[error("no such object: {0} (no live instance, no sockets, nothing stored)")]
+    NoSuchObject(ObjectId),
+    /// The object name is not valid.
+    #[error("invalid object name: {0}")]
+    InvalidName(String),
+    /// An import would replace keys, and overwriting was not asked for.
+    #[error(
+        "{count} of the imported keys exist already (the first: {first:?}); nothing was written (pass --overwrite to replace them)"
+    )]
+    KeysExist {
+        /// How many.
+        count: usize,
+        /// The first, for the message.
+        first: String,
+    },
+    /// A line of an import is not an entry.
+    #[error("import line {line}: {why}")]
+    BadImport {
+        /// The line (from 1).
+        line: usize,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The import would exceed the object's storage quota.
+    #[error("the import would exceed the object's storage quota of {0} bytes")]
+    QuotaExceeded(u64),
+    /// The database could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The object's actor could not run the operation, or its commit failed.
+    #[error(transparent)]
+    Event(#[from] EventError),
 }
 
 /// Delivering or running one event failed.

@@ -57,6 +57,98 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List objects: live (an instance), hibernated (sockets, no instance)
+    /// or stored (only in the database), with their sockets, stored bytes
+    /// and alarms. Pages through all of them unless --limit.
+    Objects {
+        /// Only this class.
+        class: Option<String>,
+        /// Only objects with a live instance.
+        #[arg(long, group = "state")]
+        live: bool,
+        /// Only hibernated objects.
+        #[arg(long, group = "state")]
+        hibernated: bool,
+        /// Only objects that exist only in storage.
+        #[arg(long, group = "state")]
+        stored: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one object: its keys and values (cut), sockets, alarm and recent
+    /// traps.
+    Inspect {
+        /// The class.
+        class: String,
+        /// The object's name.
+        name: String,
+        /// Show only this key, its value in full.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Write an object's storage as JSON lines (key, and value as text or hex).
+    Export {
+        /// The class.
+        class: String,
+        /// The object's name.
+        name: String,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Load JSON lines (as `roomhost export` writes) into an object, in one
+    /// transaction; refuses to replace existing keys unless --overwrite.
+    Import {
+        /// The class.
+        class: String,
+        /// The object's name.
+        name: String,
+        /// The JSON lines.
+        file: PathBuf,
+        /// Replace keys that exist.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Drop an object's live instance; its sockets stay open, and its next
+    /// event wakes it.
+    Evict {
+        /// The class.
+        class: String,
+        /// The object's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete an object: close its sockets (1012), delete its storage and
+    /// alarm. The host logs who did it.
+    Delete {
+        /// The class.
+        class: String,
+        /// The object's name.
+        name: String,
+        /// Yes, delete it.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Copy a consistent snapshot of the serving host's database into FILE
+    /// (a redb file that `roomhost serve --data FILE` opens).
+    Backup {
+        /// Where to write it.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Create a room guest crate in ./NAME: a working room, its tests, its
     /// host config, and the SDK and WIT this binary carries.
     New {
@@ -400,7 +492,9 @@ fn admin_command(command: Command) -> ExitCode {
     };
     match runtime.block_on(run_admin(command)) {
         Ok(out) => {
-            println!("{out}");
+            if !out.is_empty() {
+                println!("{out}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -442,15 +536,150 @@ async fn run_admin(command: Command) -> Result<String, roomhost::client::ClientE
             canary,
             admin,
         } => {
-            let who = format!(
-                "{}@{}",
-                std::env::var("USER").unwrap_or_else(|_| "someone".into()),
-                std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "localhost".into())
-            );
-            let v = client(admin)?.deploy(&class, &file, canary, &who).await?;
+            let v = client(admin)?
+                .deploy(&class, &file, canary, &operator())
+                .await?;
             Ok(change(&v))
+        }
+        Command::Objects {
+            class,
+            live,
+            hibernated,
+            stored,
+            limit,
+            admin,
+        } => {
+            let state = match (live, hibernated, stored) {
+                (true, _, _) => "live",
+                (_, true, _) => "hibernated",
+                (_, _, true) => "stored",
+                _ => "all",
+            };
+            let c = client(admin)?;
+            let mut rows = Vec::new();
+            let mut after: Option<String> = None;
+            let want = limit.unwrap_or(usize::MAX);
+            while rows.len() < want {
+                let page_size = (want - rows.len()).min(1000);
+                let v = c
+                    .objects(class.as_deref(), state, after.as_deref(), page_size)
+                    .await?;
+                rows.extend(v["objects"].as_array().into_iter().flatten().cloned());
+                match v["next"].as_str() {
+                    Some(n) => after = Some(n.to_string()),
+                    None => break,
+                }
+            }
+            rows.truncate(want);
+            Ok(objects_table(&rows))
+        }
+        Command::Inspect {
+            class,
+            name,
+            key,
+            admin,
+        } => {
+            let v = client(admin)?
+                .inspect(&class, &name, key.as_deref())
+                .await?;
+            Ok(match key {
+                Some(k) => match v["keys"].as_array().and_then(|a| a.first()) {
+                    Some(entry) => shown(&entry["value"]),
+                    None => {
+                        return Err(roomhost::client::ClientError::Refused {
+                            status: hyper::StatusCode::NOT_FOUND,
+                            message: format!("{class}/{name} has no key {k:?}"),
+                        });
+                    }
+                },
+                None => inspection(&v),
+            })
+        }
+        Command::Export {
+            class,
+            name,
+            out,
+            admin,
+        } => {
+            let c = client(admin)?;
+            match out {
+                Some(file) => {
+                    let mut f = std::fs::File::create(&file)
+                        .map_err(roomhost::client::ClientError::Write)?;
+                    let n = c.export(&class, &name, &mut f).await?;
+                    f.sync_all().map_err(roomhost::client::ClientError::Write)?;
+                    Ok(format!(
+                        "{class}/{name}: {n} bytes written to {}",
+                        file.display()
+                    ))
+                }
+                None => {
+                    let mut stdout = std::io::stdout();
+                    c.export(&class, &name, &mut stdout).await?;
+                    Ok(String::new())
+                }
+            }
+        }
+        Command::Import {
+            class,
+            name,
+            file,
+            overwrite,
+            admin,
+        } => {
+            let v = client(admin)?
+                .import(&class, &name, &file, overwrite)
+                .await?;
+            Ok(format!(
+                "{class}/{name}: {} keys imported",
+                v["imported"].as_u64().unwrap_or(0)
+            ))
+        }
+        Command::Evict { class, name, admin } => {
+            let v = client(admin)?.evict(&class, &name).await?;
+            Ok(if v["evicted"].as_bool() == Some(true) {
+                format!(
+                    "{class}/{name}: instance dropped (its sockets stay; the next event wakes it)"
+                )
+            } else {
+                format!("{class}/{name}: no live instance")
+            })
+        }
+        Command::Delete {
+            class,
+            name,
+            yes,
+            admin,
+        } => {
+            if !yes {
+                return Err(roomhost::client::ClientError::Refused {
+                    status: hyper::StatusCode::BAD_REQUEST,
+                    message: format!(
+                        "this deletes {class}/{name}'s storage and alarm and closes its sockets: add --yes"
+                    ),
+                });
+            }
+            let v = client(admin)?.delete(&class, &name, &operator()).await?;
+            Ok(format!(
+                "{class}/{name} deleted: {} sockets closed with 1012, {} bytes removed{}",
+                v["sockets_closed"].as_u64().unwrap_or(0),
+                v["bytes_deleted"].as_u64().unwrap_or(0),
+                if v["alarm_ms"].is_null() {
+                    ""
+                } else {
+                    ", alarm deleted"
+                }
+            ))
+        }
+        Command::Backup { file, admin } => {
+            let started = std::time::Instant::now();
+            let n = client(admin)?.backup(&file).await?;
+            Ok(format!(
+                "backup written to {} ({n} bytes, {:.1} s); serve it with `roomhost serve --data {}`",
+                file.display(),
+                started.elapsed().as_secs_f64(),
+                file.display()
+            ))
         }
         Command::Rollback { class, to, admin } => {
             let v = client(admin)?.rollback(&class, to.as_deref()).await?;
@@ -465,6 +694,123 @@ async fn run_admin(command: Command) -> Result<String, roomhost::client::ClientE
             Ok(classes_table(&v))
         }
     }
+}
+
+/// Who runs this command, for the host's log: `user@host`.
+fn operator() -> String {
+    format!(
+        "{}@{}",
+        std::env::var("USER").unwrap_or_else(|_| "someone".into()),
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into())
+    )
+}
+
+/// Bytes the host showed as `{"text"}` or `{"hex"}`.
+fn shown(v: &serde_json::Value) -> String {
+    let cut = if v["cut"].as_bool() == Some(true) {
+        format!("… ({} bytes)", v["bytes"].as_u64().unwrap_or(0))
+    } else {
+        String::new()
+    };
+    match (v["text"].as_str(), v["hex"].as_str()) {
+        (Some(t), _) => format!("{t}{cut}"),
+        (None, Some(h)) => format!("hex:{h}{cut}"),
+        _ => "-".into(),
+    }
+}
+
+/// A time in ms since the epoch, or `-`.
+fn when(v: &serde_json::Value) -> String {
+    v.as_u64().map_or("-".into(), |ms| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if ms >= now {
+            format!("{ms} (in {:.1} s)", (ms - now) as f64 / 1000.0)
+        } else {
+            format!("{ms} ({:.1} s ago)", (now - ms) as f64 / 1000.0)
+        }
+    })
+}
+
+/// `roomhost objects` as a table.
+fn objects_table(rows: &[serde_json::Value]) -> String {
+    let mut out = String::from(
+        "CLASS             NAME                              VERSION       STATE       SOCKETS        BYTES  ALARM\n",
+    );
+    for o in rows {
+        out.push_str(&format!(
+            "{:<17} {:<33} {:<13} {:<10} {:>8} {:>12}  {}\n",
+            o["class"].as_str().unwrap_or("-"),
+            o["name"].as_str().unwrap_or("-"),
+            o["version"].as_str().unwrap_or("-"),
+            o["state"].as_str().unwrap_or("-"),
+            o["sockets"].as_u64().unwrap_or(0),
+            o["stored_bytes"].as_u64().unwrap_or(0),
+            when(&o["alarm_ms"]),
+        ));
+    }
+    out.push_str(&format!("({} objects)", rows.len()));
+    out
+}
+
+/// `roomhost inspect` as text.
+fn inspection(v: &serde_json::Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let mut out = format!(
+        "{}/{}: {}, version {}, {} bytes stored, alarm {}\n",
+        s("class"),
+        s("name"),
+        s("state"),
+        s("version"),
+        v["stored_bytes"].as_u64().unwrap_or(0),
+        when(&v["alarm_ms"]),
+    );
+    let keys = v["keys"].as_array().cloned().unwrap_or_default();
+    let more = if v["more_keys"].as_bool() == Some(true) {
+        " (the first; `roomhost export` writes them all)"
+    } else {
+        ""
+    };
+    out.push_str(&format!("keys: {}{more}\n", keys.len()));
+    for k in &keys {
+        out.push_str(&format!(
+            "  {} = {}\n",
+            shown(&k["key"]),
+            shown(&k["value"])
+        ));
+    }
+    let sockets = v["sockets"].as_array().cloned().unwrap_or_default();
+    out.push_str(&format!("sockets: {}\n", sockets.len()));
+    for so in &sockets {
+        let tags: Vec<&str> = so["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
+        out.push_str(&format!(
+            "  #{} peer {} open {:.1} s, tags [{}], attachment {}\n",
+            so["id"].as_u64().unwrap_or(0),
+            so["peer"].as_str().unwrap_or("-"),
+            so["age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            tags.join(", "),
+            shown(&so["attachment"]),
+        ));
+    }
+    let traps = v["traps"].as_array().cloned().unwrap_or_default();
+    out.push_str(&format!("recent traps: {}", traps.len()));
+    for t in &traps {
+        out.push_str(&format!(
+            "\n  {} {}: {}",
+            when(&t["at_ms"]),
+            t["event"].as_str().unwrap_or("-"),
+            t["message"].as_str().unwrap_or("-")
+        ));
+    }
+    out
 }
 
 /// `roomhost classes` as a table.

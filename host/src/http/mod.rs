@@ -35,6 +35,14 @@ pub const CHAT_PAGE: &str = include_str!("chat.html");
 
 type Resp = HttpResponse<Full<Bytes>>;
 
+/// A response body: whole (most answers) or streamed (a backup).
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A whole response as a [`Body`] one.
+pub(crate) fn boxed(r: Resp) -> HttpResponse<Body> {
+    r.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = HttpResponse::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -75,15 +83,26 @@ pub async fn handle(
     peer: SocketAddr,
     slot: Arc<conns::ConnSlot>,
     req: HttpRequest<Incoming>,
+) -> Result<HttpResponse<Body>, Infallible> {
+    let path = req.uri().path();
+    let is_admin = path == "/admin" || path.starts_with("/admin/");
+    if is_admin && matches!(site.serves, Serves::Everything | Serves::Admin) {
+        return Ok(admin::handle(rt, &site.admin, req).await);
+    }
+    handle_routes(rt, site, peer, slot, req).await.map(boxed)
+}
+
+/// Serves one request that is not for the admin API.
+async fn handle_routes(
+    rt: Arc<Runtime>,
+    site: Arc<Site>,
+    peer: SocketAddr,
+    slot: Arc<conns::ConnSlot>,
+    req: HttpRequest<Incoming>,
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
-    let is_admin = path == "/admin" || path.starts_with("/admin/");
-    match (site.serves, is_admin) {
-        (Serves::Everything | Serves::Admin, true) => {
-            return Ok(admin::handle(rt, &site.admin, req).await);
-        }
-        (Serves::Admin, false) => return Ok(text(StatusCode::NOT_FOUND, "not found")),
-        _ => {}
+    if let Serves::Admin = site.serves {
+        return Ok(text(StatusCode::NOT_FOUND, "not found"));
     }
     let target = match site.router.find(req.method().as_str(), &path) {
         Match::Found(t, name, rest) => (t.clone(), name, rest),
@@ -236,10 +255,12 @@ async fn to_object(
         }
     };
     let conn = upgrade.as_ref().map(|_| {
-        SocketConn::new(
+        let conn = SocketConn::new(
             rt.next_socket_id(),
             rt.config.limits.socket_send_queue_bytes,
-        )
+        );
+        conn.set_peer(conn_info.peer);
+        conn
     });
     let request = Request {
         method,

@@ -16,12 +16,13 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use wasmtime::Store;
 
+use super::admin::{AdminOp, Deleted, Shown, SocketInfo};
 use super::live::LiveSlot;
 use super::{Event, ObjectCore, ObjectCtx, ObjectStatus, Runtime};
 use crate::bindings::exports::roomhost::object::handler::Guest as Handler;
 use crate::bindings::{Accept, Object, Reply, Request};
 use crate::components::Version;
-use crate::error::{EventError, Report};
+use crate::error::{AdminError, EventError, Report};
 use crate::guest_log::GuestFailure;
 use crate::ids::ObjectId;
 use crate::sockets::{Outbox, Output, SocketConn, SocketEvent, SocketId};
@@ -71,6 +72,8 @@ enum Pending {
         ReplyTo<Result<Vec<u8>, String>>,
         Result<Result<Vec<u8>, String>, EventError>,
     ),
+    /// An operator's request: told `None` once durable, or why not.
+    Admin(Box<dyn FnOnce(Option<EventError>) + Send>),
     Nothing,
 }
 
@@ -166,6 +169,7 @@ pub(crate) async fn run(
         let live = matches!(actor.state, State::Live(_));
         let lonely = actor.core_mut().is_none_or(|c| c.sockets.is_empty());
         let slot = actor.slot.clone();
+        let status = actor.status.clone();
         let first = tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => *ev,
@@ -191,6 +195,10 @@ pub(crate) async fn run(
                 actor.evict();
                 continue;
             }
+            _ = status.evict.notified(), if live => {
+                actor.evict();
+                continue;
+            }
             _ = rt.shutdown.cancelled() => break false,
         };
         actor.slot.busy.store(true, Ordering::Relaxed);
@@ -204,6 +212,8 @@ pub(crate) async fn run(
         // Boxed: the batch's futures (instantiation, guest calls, the commit)
         // are kilobytes, and an idle actor should not carry them.
         Box::pin(actor.run_batch(&mut batch)).await;
+        let sockets = actor.core_mut().map_or(0, |c| c.sockets.len());
+        actor.status.sockets.store(sockets, Ordering::Relaxed);
         actor.slot.last_used.store(rt.live.now(), Ordering::Relaxed);
         actor.slot.busy.store(false, Ordering::Relaxed);
         last_event = Instant::now();
@@ -452,6 +462,99 @@ impl Actor {
         }
     }
 
+    /// Runs an operator's request as one event of the object (see
+    /// `objects::admin`).
+    fn run_admin(&mut self, op: AdminOp) -> Ran {
+        let id = self.id.clone();
+        let Some(core) = self.core_mut() else {
+            return Ran::nothing(); // dropping `op` tells the operator
+        };
+        match op {
+            AdminOp::Sockets(reply) => {
+                let now = crate::clock::now_ms();
+                let list = core
+                    .sockets
+                    .open()
+                    .map(|e| SocketInfo {
+                        id: e.conn.id(),
+                        tags: e.tags.clone(),
+                        attachment: e.attachment.as_deref().map(|a| Shown::new(a, 0)),
+                        peer: e.conn.peer().map(|p| p.to_string()),
+                        age_ms: now.saturating_sub(e.conn.opened_ms()),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+                Ran::nothing()
+            }
+            AdminOp::Import {
+                entries,
+                overwrite,
+                reply,
+            } => {
+                let written = import(&mut core.storage, entries, overwrite);
+                core.storage.end_event(written.is_ok());
+                match written {
+                    Ok(n) => {
+                        // The instance may hold what it read before: start afresh.
+                        self.drop_instance();
+                        tracing::info!(object = %id, keys = n, overwrite, "keys imported by the operator");
+                        Ran::answer(Pending::Admin(Box::new(move |failed| {
+                            let _ = reply.send(match failed {
+                                None => Ok(n),
+                                Some(e) => Err(e.into()),
+                            });
+                        })))
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        Ran::nothing()
+                    }
+                }
+            }
+            AdminOp::Delete { by, reply } => {
+                let conns: Vec<_> = core.sockets.open().map(|e| e.conn.clone()).collect();
+                let before = (core.storage.usage(), core.storage.alarm());
+                let (bytes, alarm) = match before {
+                    (Ok(b), Ok(a)) => (b, a),
+                    (Err(e), _) | (_, Err(e)) => {
+                        core.storage.end_event(false);
+                        let _ = reply.send(Err(e.into()));
+                        return Ran::nothing();
+                    }
+                };
+                core.storage.delete_all();
+                core.storage.set_alarm(None);
+                core.storage.end_event(true);
+                let deleted = Deleted {
+                    sockets_closed: conns.len(),
+                    bytes_deleted: bytes,
+                    alarm_ms: alarm,
+                };
+                let outbox = conns
+                    .into_iter()
+                    .map(|c| Output::Close(c, 1012, "object deleted by the operator".into()))
+                    .collect();
+                self.drop_instance();
+                Ran {
+                    outbox,
+                    pending: Pending::Admin(Box::new(move |failed| match failed {
+                        None => {
+                            tracing::warn!(object = %id, by = %by, sockets = deleted.sockets_closed,
+                                bytes = deleted.bytes_deleted,
+                                "{id} deleted by {by}: {} sockets closed with 1012, {} bytes of storage and its alarm removed",
+                                deleted.sockets_closed, deleted.bytes_deleted);
+                            let _ = reply.send(Ok(deleted));
+                        }
+                        Some(e) => {
+                            let _ = reply.send(Err(e.into()));
+                        }
+                    })),
+                    accepted: None,
+                }
+            }
+        }
+    }
+
     /// Sends an event's output to its sockets.
     fn release(&mut self, outbox: Outbox) {
         for output in outbox {
@@ -478,6 +581,10 @@ impl Actor {
 
     /// Runs one event as one transaction.
     async fn run_event(&mut self, event: Event, arrived: Instant) -> Ran {
+        let event = match event {
+            Event::Admin(op) => return self.run_admin(*op),
+            other => other,
+        };
         let closed = match &event {
             Event::Socket(SocketEvent::Closed { id, .. }) => Some(*id),
             _ => None,
@@ -502,7 +609,7 @@ impl Actor {
                 let due = core.storage.alarm().ok().flatten();
                 due.is_some_and(|at| at <= crate::clock::now_ms())
             }
-            Event::Request { .. } | Event::Call { .. } => true,
+            Event::Request { .. } | Event::Call { .. } | Event::Admin(_) => true,
         }
     }
 
@@ -637,6 +744,7 @@ impl Actor {
                 // One entry per trap: the panic (or cause), the guest's other
                 // stderr lines, the backtrace.
                 let (id, summary, details) = (&self.id, &failure.summary, failure.details());
+                self.rt.traps.record(id, what, summary);
                 if gave_up {
                     tracing::error!(target: "roomhost::guest", object = %id, event = what,
                         "{id}: {what} trapped: {summary}; its writes and output were discarded{next}{details}");
@@ -668,6 +776,36 @@ impl Actor {
             }
         }
     }
+}
+
+/// An import's writes, in the running event: all or none.
+fn import(
+    storage: &mut crate::storage::ObjectStorage,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    overwrite: bool,
+) -> Result<usize, AdminError> {
+    if !overwrite {
+        let mut exist = 0;
+        let mut first = None;
+        for (k, _) in &entries {
+            if storage.get(k)?.is_some() {
+                exist += 1;
+                first.get_or_insert_with(|| String::from_utf8_lossy(k).into_owned());
+            }
+        }
+        if let Some(first) = first {
+            return Err(AdminError::KeysExist {
+                count: exist,
+                first,
+            });
+        }
+    }
+    let n = entries.len();
+    storage.put_many(entries).map_err(|e| match e {
+        crate::storage::WriteError::QuotaExceeded(q) => AdminError::QuotaExceeded(q),
+        crate::storage::WriteError::Storage(e) => AdminError::Storage(e),
+    })?;
+    Ok(n)
 }
 
 /// Calls the guest's handler for one event.
@@ -729,6 +867,8 @@ async fn dispatch(
                 Err(e) => Outcome::trapped(id, e, |e| Pending::Call(reply, Err(e)), None),
             }
         }
+        // Run by the actor itself (`run_admin`), never by the guest.
+        Event::Admin(_) => done(Pending::Nothing),
     }
 }
 
@@ -806,6 +946,7 @@ impl Pending {
             Pending::Call(tx, r) => {
                 let _ = tx.send(r);
             }
+            Pending::Admin(f) => f(None),
             Pending::Nothing => {}
         }
     }
@@ -815,6 +956,10 @@ impl Pending {
         match self {
             Pending::Reply(tx, _) => Pending::Reply(tx, Err(e)),
             Pending::Call(tx, _) => Pending::Call(tx, Err(e)),
+            Pending::Admin(f) => {
+                f(Some(e));
+                Pending::Nothing
+            }
             Pending::Nothing => Pending::Nothing,
         }
         .send();

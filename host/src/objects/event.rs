@@ -38,6 +38,8 @@ pub enum Event {
         /// Where the result goes.
         reply: oneshot::Sender<Result<Result<Vec<u8>, String>, EventError>>,
     },
+    /// An operator's request (the admin API), run by the actor itself.
+    Admin(Box<super::admin::AdminOp>),
 }
 
 impl Event {
@@ -49,6 +51,7 @@ impl Event {
             Event::Socket(SocketEvent::Closed { .. }) => "on-socket-close",
             Event::Alarm { .. } => "on-alarm",
             Event::Call { .. } => "on-call",
+            Event::Admin(_) => "admin",
         }
     }
 }

@@ -18,9 +18,11 @@
 //! connections' events ([`crate::sockets::SocketInbox`], on [`ObjectHandle`]).
 
 pub mod actor;
+pub mod admin;
 pub mod ctx;
 pub mod deploy;
 pub mod event;
+pub mod inventory;
 pub(crate) mod live;
 pub(crate) mod warm;
 
@@ -61,6 +63,10 @@ pub struct ObjectStatus {
     version: Mutex<Option<String>>,
     /// It has a live instance.
     live: AtomicBool,
+    /// Its open WebSockets (updated after each batch of events).
+    pub(crate) sockets: std::sync::atomic::AtomicUsize,
+    /// `roomhost evict`: drop the live instance, keep the sockets.
+    pub(crate) evict: tokio::sync::Notify,
 }
 
 impl ObjectStatus {
@@ -97,6 +103,8 @@ pub struct Runtime {
     pub(crate) tasks: TaskTracker,
     /// Deploys, rollbacks and promotions run one at a time.
     admin_lock: tokio::sync::Mutex<()>,
+    /// Recent traps, for `roomhost inspect`.
+    pub(crate) traps: admin::TrapLog,
 }
 
 impl Runtime {
@@ -124,6 +132,7 @@ impl Runtime {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             admin_lock: tokio::sync::Mutex::new(()),
+            traps: Default::default(),
         })
     }
 
@@ -164,6 +173,36 @@ impl Runtime {
         self.tasks
             .spawn(actor::run(self.clone(), id.clone(), generation, rx, status));
         Ok(handle)
+    }
+
+    /// The handle of `id`'s actor if it has one (an operator's look must not
+    /// start one).
+    pub(crate) fn existing_handle(&self, id: &ObjectId) -> Option<ObjectHandle> {
+        let dir = self.directory.lock().ok()?;
+        dir.get(id)
+            .filter(|e| !e.handle.is_closed())
+            .map(|e| e.handle.clone())
+    }
+
+    /// `live` (an instance), `hibernated` (sockets, no instance) or `stored`
+    /// (neither), and the version of its instance (or of the last one).
+    pub(crate) fn object_state(&self, id: &ObjectId) -> (&'static str, Option<String>) {
+        let Ok(dir) = self.directory.lock() else {
+            return ("stored", None);
+        };
+        match dir.get(id).filter(|e| !e.handle.is_closed()) {
+            Some(e) => {
+                let version = e.status.version.lock().ok().and_then(|v| v.clone());
+                if e.status.live.load(Ordering::Relaxed) {
+                    ("live", version)
+                } else if e.status.sockets.load(Ordering::Relaxed) > 0 {
+                    ("hibernated", version)
+                } else {
+                    ("stored", version)
+                }
+            }
+            None => ("stored", None),
+        }
     }
 
     /// An idle actor leaves the directory (if it is still the one there) and

@@ -236,6 +236,11 @@ impl SocketTable {
         }
     }
 
+    /// Every open (not closing) socket, in accept order.
+    pub fn open(&self) -> impl Iterator<Item = &SocketEntry> {
+        self.live(None).map(|(_, e)| e)
+    }
+
     fn live(&self, tag: Option<&str>) -> impl Iterator<Item = (&SocketId, &SocketEntry)> {
         self.entries
             .iter()

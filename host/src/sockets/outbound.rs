@@ -57,6 +57,10 @@ pub struct SocketConn {
     last_auto_response: AtomicU64,
     /// The owning object's auto-response pair, set when the object accepts.
     auto: std::sync::OnceLock<Arc<AutoResponse>>,
+    /// The client's address (for the admin API's `inspect`).
+    peer: std::sync::OnceLock<std::net::SocketAddr>,
+    /// When the connection was made (ms since the epoch).
+    opened_ms: u64,
 }
 
 impl SocketConn {
@@ -71,7 +75,24 @@ impl SocketConn {
             close_taken: AtomicBool::new(false),
             last_auto_response: AtomicU64::new(0),
             auto: std::sync::OnceLock::new(),
+            peer: std::sync::OnceLock::new(),
+            opened_ms: crate::clock::now_ms(),
         })
+    }
+
+    /// Records the client's address.
+    pub fn set_peer(&self, peer: std::net::SocketAddr) {
+        let _ = self.peer.set(peer);
+    }
+
+    /// The client's address, when known.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer.get().copied()
+    }
+
+    /// When the connection was made (ms since the epoch).
+    pub fn opened_ms(&self) -> u64 {
+        self.opened_ms
     }
 
     /// The socket's id.

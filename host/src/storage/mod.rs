@@ -17,6 +17,7 @@
 //! Limits are the Durable Objects ones: keys ≤ 2 KiB, values ≤ 128 KiB, ≤ 128
 //! keys per batch call.
 
+pub mod backup;
 pub mod committer;
 pub mod host;
 pub mod range;

@@ -1,0 +1,104 @@
+//! Backups of a serving host: every table copied, from one read transaction,
+//! into a fresh redb file.
+//!
+//! A redb read transaction is a consistent snapshot (MVCC): it sees exactly
+//! the commits that finished before it began, and it holds no lock, so the
+//! committer keeps committing while the copy runs (writes wait for nothing;
+//! the database file only keeps the snapshot's pages until the copy ends).
+//! The copy is a database of its own that `roomhost serve --data FILE` opens.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::Db;
+use super::schema::{ALARMS, CLASSES, COMPONENTS, KV, OBJECT_VERSIONS, USAGE};
+use crate::error::StorageError;
+
+/// What a snapshot holds.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct SnapshotStats {
+    /// Rows copied, over all tables.
+    pub rows: u64,
+    /// Objects' key-value pairs among them.
+    pub kv_rows: u64,
+}
+
+/// Copies every row of `$def` from `$src` (a read transaction) into `$dst` (a
+/// write transaction), counting rows into `$rows`.
+macro_rules! copy_table {
+    ($src:expr, $dst:expr, $def:expr, $rows:expr) => {{
+        let from = $src.open_table($def)?;
+        let mut to = $dst.open_table($def)?;
+        for row in from.iter()? {
+            let (k, v) = row?;
+            to.insert(k.value(), v.value())?;
+            $rows += 1;
+        }
+    }};
+}
+
+impl Db {
+    /// Writes a consistent snapshot of the whole database into `target` (an
+    /// empty or missing file), durably. Blocking: call it off the async
+    /// threads.
+    pub fn snapshot_to(&self, target: &Path) -> Result<SnapshotStats, StorageError> {
+        let copy = || -> Result<SnapshotStats, redb::Error> {
+            // The snapshot: from here on, commits do not change what it sees.
+            let src = self.database().begin_read()?;
+            let out = Database::builder()
+                .set_cache_size(64 * 1024 * 1024)
+                .create(target)?;
+            let dst = out.begin_write()?;
+            let mut stats = SnapshotStats::default();
+            let mut rows = 0u64;
+            copy_table!(src, dst, KV, rows);
+            stats.kv_rows = rows;
+            copy_table!(src, dst, USAGE, rows);
+            copy_table!(src, dst, ALARMS, rows);
+            copy_table!(src, dst, CLASSES, rows);
+            copy_table!(src, dst, COMPONENTS, rows);
+            copy_table!(src, dst, OBJECT_VERSIONS, rows);
+            stats.rows = rows;
+            dst.commit()?;
+            drop(src);
+            Ok(stats)
+        };
+        copy().map_err(|e| StorageError::Backup {
+            path: target.to_owned(),
+            source: Arc::new(e),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ids::ObjectId;
+
+    #[test]
+    fn a_snapshot_opens_as_a_database_with_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.redb")).unwrap();
+        {
+            let txn = db.database().begin_write().unwrap();
+            {
+                let mut kv = txn.open_table(KV).unwrap();
+                kv.insert(("c", "n", &b"k"[..]), &b"\xffv"[..]).unwrap();
+                let mut alarms = txn.open_table(ALARMS).unwrap();
+                alarms.insert(("c", "n"), 42u64).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let target = dir.path().join("b.redb");
+        let stats = db.snapshot_to(&target).unwrap();
+        assert_eq!((stats.rows, stats.kv_rows), (2, 1));
+        drop(db);
+        let copy = Db::open(&target).unwrap();
+        let id = ObjectId::new("c", "n");
+        assert_eq!(copy.get(&id, b"k").unwrap().as_deref(), Some(&b"\xffv"[..]));
+        assert_eq!(copy.alarm(&id).unwrap(), Some(42));
+    }
+}
