@@ -617,7 +617,12 @@ fn another_version_of(bytes: &[u8], name: &str) -> Vec<u8> {
 async fn a_swap_keeps_tags_attachments_auto_responses_storage_and_alarms() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), Some(TOKEN));
-    let mut text = std::fs::read_to_string(&config).unwrap();
+    // The room stays live through the deploy (whose compilation may take
+    // longer than the usual 300 ms idle timeout), so that it is swapped at
+    // its next event rather than woken on the new version.
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("idle_timeout_ms = 300\n", "idle_timeout_ms = 60000\n");
     text.push_str(&format!(
         "[classes.probe]\ncomponent = {:?}\n[[routes]]\npath = \"/probe/{{name}}/*\"\nobject = \"probe\"\n",
         wasm("probe").display().to_string()

@@ -43,6 +43,7 @@
 //! | `self` | | `200 <class>/<name>` from `objects::self_id()` |
 //! | `unique` | | `200` with `objects::unique_id()` |
 //! | `client-ip` | | `200` with the request's `client-ip` (the TCP peer, or the `X-Forwarded-For` address the host trusts) |
+//! | `capabilities` | optional `port` | `200` with one line per thing a guest must not be able to do, each `<what>: denied (<error>)` or `<what>: ALLOWED (<what it got>)`: read `/etc/hostname`, list `/`, create a file, connect to 127.0.0.1:`port` over TCP, send a UDP datagram, resolve `localhost`, read stdin, and the environment's variable names (`env: [...]`) |
 //! | `call` | `class`, `name`, `method`; the body is the payload | `200` with the result bytes, or `502` with the `Debug` of the `CallError` (e.g. `CallError::Cycle`) |
 //! | `storage-error` | `what=key\|value\|many` | tries `put` of a 3000-byte key / `put` of a 200 KiB value (key `probe:big`) / `put_many` of 200 entries (keys `probe:many:000`..`probe:many:199`); `200` with the `Debug` of the `StorageError` (e.g. `StorageError::KeyTooLarge(2048)`), or `200 ok` if the call succeeded |
 //!
@@ -345,6 +346,7 @@ impl Probe {
                 Response::text(200, format!("{}/{}", id.class, id.name))
             }
             "unique" => Response::text(200, objects::unique_id()),
+            "capabilities" => Response::text(200, capabilities(request.query("port").as_deref())),
             "call" => {
                 let class = required(request, "class")?;
                 let name = required(request, "name")?;
@@ -591,4 +593,57 @@ fn bytes_response(body: Vec<u8>) -> Response {
         headers: vec![("content-type".into(), "application/octet-stream".into())],
         body,
     }
+}
+
+/// Tries what a guest must not be able to do (files, network, stdin) and
+/// lists the environment it sees; one line each.
+fn capabilities(port: Option<&str>) -> String {
+    fn line<T: std::fmt::Debug, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> String {
+        match r {
+            Ok(got) => format!("{what}: ALLOWED ({got:?})"),
+            Err(e) => format!("{what}: denied ({e})"),
+        }
+    }
+    let port = port.unwrap_or("80");
+    let mut stdin = String::new();
+    let mut env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    env.sort();
+    [
+        line(
+            "read /etc/hostname",
+            std::fs::read_to_string("/etc/hostname"),
+        ),
+        line(
+            "list /",
+            std::fs::read_dir("/").map(|d| d.filter_map(|e| e.ok()).count()),
+        ),
+        line("create a file", std::fs::write("probe-was-here", b"x")),
+        line(
+            "tcp connect",
+            std::net::TcpStream::connect(format!("127.0.0.1:{port}")).map(|_| "connected"),
+        ),
+        line(
+            "udp send",
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.send_to(b"x", format!("127.0.0.1:{port}"))),
+        ),
+        line(
+            "resolve localhost",
+            std::net::ToSocketAddrs::to_socket_addrs("localhost:80").map(|a| a.count()),
+        ),
+        line(
+            "read stdin",
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut stdin)
+                .map(|n| (n, stdin.clone()))
+                .and_then(|(n, text)| {
+                    if n == 0 {
+                        Err(std::io::Error::other("end of input at once"))
+                    } else {
+                        Ok(text)
+                    }
+                }),
+        ),
+        format!("env: {env:?}"),
+    ]
+    .join("\n")
 }
