@@ -6,22 +6,10 @@
 
 mod common;
 
-use common::chat::{Room, chat_tests};
+use common::chat::{Room, protocol_tests};
 use common::*;
 
-chat_tests!(Room::Rust =>
-    newcomer_gets_roster_then_history_then_ready,
-    messages_reach_every_member_in_one_order_with_increasing_timestamps,
-    bad_input_gets_clear_errors_and_the_room_keeps_working,
-    one_ip_is_rate_limited_after_its_grace,
-    a_class_var_turns_the_rate_limiter_off,
-    rooms_never_see_each_others_messages,
-    leaving_members_are_announced,
-    a_message_sent_before_a_client_names_itself_reaches_it_once_after_joining,
-    history_survives_a_restart_on_the_same_data_file,
-    the_history_endpoint_answers_the_last_messages_oldest_first,
-    concurrent_connects_to_a_new_room_create_exactly_one_instance,
-);
+protocol_tests!(Room::Rust);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_is_served() {

@@ -66,6 +66,27 @@ macro_rules! chat_tests {
 #[allow(unused_imports)]
 pub(crate) use chat_tests;
 
+/// The protocol's tests for `$room`, listed once for both rooms.
+macro_rules! protocol_tests {
+    ($room:expr) => {
+        $crate::common::chat::chat_tests!($room =>
+            newcomer_gets_roster_then_history_then_ready,
+            messages_reach_every_member_in_one_order_with_increasing_timestamps,
+            bad_input_gets_clear_errors_and_the_room_keeps_working,
+            one_ip_is_rate_limited_after_its_grace,
+            a_class_var_turns_the_rate_limiter_off,
+            rooms_never_see_each_others_messages,
+            leaving_members_are_announced,
+            a_message_sent_before_a_client_names_itself_reaches_it_once_after_joining,
+            history_survives_a_restart_on_the_same_data_file,
+            the_history_endpoint_answers_the_last_messages_oldest_first,
+            concurrent_connects_to_a_new_room_create_exactly_one_instance,
+        );
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use protocol_tests;
+
 /// Idle time before eviction in the hibernation tests.
 const IDLE_MS: u64 = 300;
 const EVICTED_WITHIN: Duration = Duration::from_secs(5);
