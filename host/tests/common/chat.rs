@@ -67,6 +67,7 @@ macro_rules! chat_tests {
 pub(crate) use chat_tests;
 
 /// The protocol's tests for `$room`, listed once for both rooms.
+#[allow(unused_macros)]
 macro_rules! protocol_tests {
     ($room:expr) => {
         $crate::common::chat::chat_tests!($room =>
