@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::bindings::WitObjectId;
 use crate::bindings::roomhost::object::objects::{self as wit, CallError, Host};
+use crate::components::budget::GuestClock;
 use crate::error::EventError;
 use crate::ids::{ObjectId, unique_id, validate_name};
 
@@ -60,6 +61,8 @@ pub struct ObjectsView<'a> {
     pub object: &'a ObjectId,
     /// The call chain of the running event (this object last).
     pub chain: &'a Arc<Vec<ObjectId>>,
+    /// The running event's clock: stopped while the call waits.
+    pub clock: &'a GuestClock,
     /// The other objects.
     pub calls: &'a dyn ObjectCalls,
 }
@@ -87,11 +90,15 @@ impl Host for ObjectsView<'_> {
     ) -> Result<Vec<u8>, CallError> {
         validate_name(&name).map_err(CallError::InvalidName)?;
         let target = ObjectId::new(class, name);
-        match self
+        // Waiting for the callee is not this guest's time, and a long event
+        // must not hold the long lane while its callee needs it.
+        self.clock.pause();
+        let answer = self
             .calls
             .call(target, method, payload, self.chain.clone())
-            .await
-        {
+            .await;
+        self.clock.resume();
+        match answer {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(message)) => Err(CallError::Rejected(message)),
             Err(e) => Err(to_wit(e)),

@@ -109,9 +109,18 @@ pub struct Limits {
     pub socket_send_queue_bytes: usize,
     /// Linear memory one instance may grow to (bytes).
     pub max_instance_memory_bytes: usize,
-    /// Wall-clock time one event may spend running guest code (ms); past it the
-    /// guest traps. Stops runaway loops.
+    /// Time one event may spend running guest code (ms); past it the guest
+    /// traps (a 500 for a request). Stops runaway loops. It is CPU time as
+    /// the host schedules it: the time the guest's code, and the host calls
+    /// it makes, ran on a worker thread, counted in 10 ms slices; time spent
+    /// waiting for its turn, or for another object's answer, does not count.
+    /// Default 5 s.
     pub max_event_cpu_ms: u64,
+    /// Worker threads that may run *long* events (events that have run for
+    /// one 10 ms slice) at once; the others keep serving short events, so a
+    /// runaway guest cannot stall its neighbours. Long events take turns,
+    /// one slice at a time. 0: half the CPUs, at least 1 (the default).
+    pub long_event_workers: usize,
     /// How long `objects.call` waits for the callee (ms).
     pub call_timeout_ms: u64,
     /// Events queued for one object before senders wait (backpressure).
@@ -203,6 +212,7 @@ impl Default for Limits {
             socket_send_queue_bytes: 4 << 20,
             max_instance_memory_bytes: 64 << 20,
             max_event_cpu_ms: 5_000,
+            long_event_workers: 0,
             call_timeout_ms: 10_000,
             mailbox_capacity: 1024,
             max_batch_events: 256,

@@ -97,6 +97,8 @@ pub struct Metrics {
     idle_connections_closed: AtomicU64,
     handshakes_timed_out: AtomicU64,
     guest_log_lines_dropped: AtomicU64,
+    long_events: AtomicU64,
+    events_over_budget: AtomicU64,
     /// From a woken object's event arriving to its handler starting.
     pub wake_latency: Histogram,
 }
@@ -169,6 +171,11 @@ pub struct MetricsSnapshot {
     /// Guest log lines (`log` calls and stderr lines) dropped over
     /// `max_log_lines_per_event` or `max_log_lines_per_second`.
     pub guest_log_lines_dropped: u64,
+    /// Events that ran longer than one slice and took turns in the long lane
+    /// (`long_event_workers`).
+    pub long_events: u64,
+    /// Events stopped at `max_event_cpu_ms`.
+    pub events_over_budget: u64,
 }
 
 macro_rules! gauge {
@@ -214,6 +221,8 @@ impl Metrics {
     counter!(idle_connection_closed, idle_connections_closed);
     counter!(handshake_timed_out, handshakes_timed_out);
     counter!(guest_log_line_dropped, guest_log_lines_dropped);
+    counter!(long_event, long_events);
+    counter!(event_over_budget, events_over_budget);
 
     /// Components compiled so far (set by the components, which read it off
     /// wasmtime's cache).
@@ -267,6 +276,8 @@ impl Metrics {
             idle_connections_closed: self.idle_connections_closed.load(Relaxed),
             handshakes_timed_out: self.handshakes_timed_out.load(Relaxed),
             guest_log_lines_dropped: self.guest_log_lines_dropped.load(Relaxed),
+            long_events: self.long_events.load(Relaxed),
+            events_over_budget: self.events_over_budget.load(Relaxed),
         }
     }
 
@@ -424,6 +435,18 @@ impl Metrics {
             "counter",
             "Guest log and stderr lines dropped over the per-event or per-second limit.",
             s.guest_log_lines_dropped,
+        );
+        line(
+            "long_events_total",
+            "counter",
+            "Events that ran longer than one 10 ms slice and took turns in the long-event lane.",
+            s.long_events,
+        );
+        line(
+            "events_over_budget_total",
+            "counter",
+            "Events stopped at max_event_cpu_ms.",
+            s.events_over_budget,
         );
         line(
             "websocket_handshakes_timed_out_total",

@@ -315,3 +315,103 @@ async fn socket_limits_come_from_the_config() {
     assert_eq!(c.recv_text().await, "still");
     host.stop().await;
 }
+
+/// `GET /admin/objects/probe/{name}` (token `t`): the object as `roomhost
+/// inspect` shows it.
+async fn inspect(addr: std::net::SocketAddr, name: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /admin/objects/probe/{name} HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer t\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Runaway guests take turns in the long-event lane (one worker here): each
+/// is stopped after its own budget of guest time, however long it waited
+/// for its turn, and while they run, a neighbour is answered all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaways_take_turns_and_are_stopped_after_their_own_guest_time() {
+    const RUNAWAYS: u64 = 4;
+    const BUDGET_MS: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.max_event_cpu_ms = BUDGET_MS;
+    config.limits.long_event_workers = 1;
+    config.admin_token = Some("t".into());
+    let host = start_host(config).await;
+    let mut neighbour = host.ws("/probe/calm/ws").await;
+
+    let started = std::time::Instant::now();
+    let spins: Vec<_> = (0..RUNAWAYS)
+        .map(|i| {
+            let addr = host.addr;
+            tokio::spawn(async move {
+                let r = http_request(addr, "GET", &format!("/probe/spin{i}/spin"), b"").await;
+                (r.0, started.elapsed())
+            })
+        })
+        .collect();
+    // Wait until every runaway has run a whole slice (counted when it ends,
+    // so: until the first one is in the lane and the others wait).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..50 {
+        neighbour.send_text(&format!("echo:n{i}")).await;
+        assert_eq!(neighbour.recv_text().await, format!("n{i}"));
+    }
+    let neighbour_done = started.elapsed();
+    let mut ends = Vec::new();
+    for s in spins {
+        let (status, end) = s.await.unwrap();
+        assert_eq!(status, 500, "a runaway is stopped by its budget");
+        ends.push(end);
+    }
+    let first_end = ends.iter().min().copied().unwrap();
+    let last_end = ends.iter().max().copied().unwrap();
+    assert!(
+        neighbour_done < first_end,
+        "the neighbour's 50 round trips ({neighbour_done:?}) finish while the runaways \
+         still run (the first stopped after {first_end:?})"
+    );
+    // One lane, four budgets: the last runaway ends after all four budgets
+    // of guest time have been spent, one slice at a time.
+    assert!(
+        last_end >= Duration::from_millis(RUNAWAYS * BUDGET_MS * 9 / 10),
+        "{last_end:?}"
+    );
+    for i in 0..RUNAWAYS {
+        let shown = inspect(host.addr, &format!("spin{i}")).await;
+        let message = shown["traps"][0]["message"].as_str().unwrap().to_string();
+        let used: u64 = message
+            .split(" ms used of max_event_cpu_ms = ")
+            .next()
+            .and_then(|m| m.rsplit('(').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the trap says how long it ran: {message}"));
+        assert!(
+            message.ends_with(&format!("max_event_cpu_ms = {BUDGET_MS})")),
+            "{message}"
+        );
+        // Guest time, not wall time: the budget and at most a few slices
+        // more (a slice can stretch when the machine is busy).
+        assert!(
+            (BUDGET_MS..BUDGET_MS + 200).contains(&used),
+            "spin{i} ran {used} ms of guest time in {last_end:?}: {message}"
+        );
+    }
+    let stats = host.stats();
+    assert_eq!(stats.events_over_budget, RUNAWAYS);
+    assert!(stats.long_events >= RUNAWAYS, "{stats:?}");
+    neighbour.send_text("echo:after").await;
+    assert_eq!(neighbour.recv_text().await, "after");
+    host.stop().await;
+}

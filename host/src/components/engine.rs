@@ -21,9 +21,9 @@ const SPARE_SLOTS: u32 = 16;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How often the epoch advances once no guest code has run for [`QUIET_AFTER`]:
-/// an idle host should not wake a hundred times a second. An event that starts
-/// then gets its first tick up to this much later (its time budget is that much
-/// longer, once); from then on ticks come every [`EPOCH_TICK`].
+/// an idle host should not wake a hundred times a second. The first guest call
+/// after a quiet spell wakes the ticker at once, so its first slice is no
+/// longer than any other.
 pub const QUIET_TICK: Duration = Duration::from_millis(100);
 
 /// How long without guest code before the epoch slows to [`QUIET_TICK`].
@@ -129,6 +129,9 @@ pub(crate) fn explain_limits(e: wasmtime::Error) -> wasmtime::Error {
 pub(crate) struct Activity {
     running: AtomicUsize,
     started: AtomicU64,
+    /// Set while the ticker ticks slowly (parked between ticks).
+    quiet: AtomicBool,
+    ticker: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Activity {
@@ -136,6 +139,11 @@ impl Activity {
     pub(crate) fn running(self: &Arc<Self>) -> RunningGuard {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.running.fetch_add(1, Ordering::Relaxed);
+        if self.quiet.load(Ordering::Relaxed)
+            && let Some(ticker) = self.ticker.get()
+        {
+            ticker.unpark();
+        }
         RunningGuard(self.clone())
     }
 }
@@ -162,12 +170,19 @@ pub(crate) fn start_ticker(
     std::thread::Builder::new()
         .name("roomhost-epoch".into())
         .spawn(move || {
+            let _ = activity.ticker.set(std::thread::current());
             let quiet_after = (QUIET_AFTER.as_millis() / EPOCH_TICK.as_millis()) as u32;
             let mut last_started = 0;
             let mut quiet_ticks = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let quiet = quiet_ticks >= quiet_after;
-                std::thread::sleep(if quiet { QUIET_TICK } else { EPOCH_TICK });
+                activity.quiet.store(quiet, Ordering::Relaxed);
+                if quiet {
+                    // Until the next guest call unparks it (see `running`).
+                    std::thread::park_timeout(QUIET_TICK);
+                } else {
+                    std::thread::sleep(EPOCH_TICK);
+                }
                 match weak.upgrade() {
                     Some(engine) => engine.increment_epoch(),
                     None => break,

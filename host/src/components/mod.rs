@@ -16,6 +16,7 @@
 //! Components are generic over the store's data `T`, which builds each
 //! capability's view ([`Capabilities`]); the object context is one.
 
+pub mod budget;
 pub mod engine;
 pub mod link;
 pub mod versions;
@@ -34,6 +35,7 @@ use crate::error::ComponentError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
 use crate::storage::Db;
+use budget::LongLane;
 use engine::{Activity, RunningGuard};
 pub use engine::{EPOCH_TICK, QUIET_AFTER, QUIET_TICK};
 pub use link::Capabilities;
@@ -102,6 +104,8 @@ pub struct Components<T: 'static> {
     ticker_stop: Arc<AtomicBool>,
     /// Guest activity, for the epoch ticker.
     activity: Arc<Activity>,
+    /// The lane long events take turns on (see [`budget`]).
+    long_lane: LongLane,
 }
 
 /// What a deploy or a rollback did.
@@ -159,6 +163,7 @@ impl<T: Capabilities> Components<T> {
             uncached: AtomicU64::new(0),
             ticker_stop,
             activity,
+            long_lane: LongLane::new(config.limits.long_event_workers),
         };
         Ok(components)
     }
@@ -500,6 +505,11 @@ impl<T: 'static> Components<T> {
     /// ticking every [`EPOCH_TICK`].
     pub(crate) fn guest_running(&self) -> RunningGuard {
         self.activity.running()
+    }
+
+    /// The lane long events take turns on.
+    pub(crate) fn long_lane(&self) -> LongLane {
+        self.long_lane.clone()
     }
 
     /// True when a class of this name is configured or deployed.

@@ -22,6 +22,7 @@ use super::{Event, ObjectCore, ObjectCtx, ObjectStatus, Runtime};
 use crate::bindings::exports::roomhost::object::handler::Guest as Handler;
 use crate::bindings::{Accept, Object, Reply, Request};
 use crate::components::Version;
+use crate::components::budget::OverBudget;
 use crate::error::{AdminError, EventError, Report};
 use crate::guest_log::GuestFailure;
 use crate::ids::ObjectId;
@@ -343,7 +344,9 @@ impl Actor {
             Some(warm) => warm.bind(core, &self.id),
             None => {
                 let mut store = super::warm::new_store(&self.rt, core);
-                match version.pre.instantiate_async(&mut store).await {
+                let made = version.pre.instantiate_async(&mut store).await;
+                store.data().clock.finish();
+                match made {
                     Ok(object) => (store, object),
                     Err(e) => {
                         self.rt.live.release(self.generation);
@@ -655,9 +658,11 @@ impl Actor {
             let e = EventError::Unavailable(self.id.clone());
             return Ran::answer(Pending::failed(event, e));
         };
+        // The deadline set at the last event's end has passed long ago.
+        live.store.set_epoch_deadline(1);
         let ctx = live.store.data_mut();
         ctx.chain = chain;
-        ctx.ticks = 0;
+        ctx.clock.start();
         ctx.outbox.clear();
         // What the guest writes to stderr now is logged when the event
         // returns, or reported with the trap.
@@ -702,6 +707,10 @@ impl Actor {
             return Ran::nothing();
         };
         let ctx = live.store.data_mut();
+        let (_, long) = ctx.clock.finish();
+        if long {
+            self.rt.metrics.long_event();
+        }
         match outcome {
             Outcome::Done { pending, accepted } => {
                 ctx.core.storage.end_event(true);
@@ -733,7 +742,12 @@ impl Actor {
                 self.rt.metrics.event_ran(true);
                 live.version.stats.ran(true);
                 let failure = match &error {
-                    EventError::Trap { source, .. } => GuestFailure::new(source, stderr),
+                    EventError::Trap { source, .. } => {
+                        if source.downcast_ref::<OverBudget>().is_some() {
+                            self.rt.metrics.event_over_budget();
+                        }
+                        GuestFailure::new(source, stderr)
+                    }
                     other => GuestFailure::new(&wasmtime::Error::msg(other.to_string()), stderr),
                 };
                 pending.send();

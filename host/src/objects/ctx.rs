@@ -12,6 +12,7 @@ use super::Runtime;
 use crate::alarms::AlarmsView;
 use crate::calls::ObjectsView;
 use crate::components::Capabilities;
+use crate::components::budget::GuestClock;
 use crate::guest_log::{GuestStderr, LogView};
 use crate::ids::ObjectId;
 use crate::sockets::{AutoResponse, Outbox, SocketConn, SocketTable, SocketsView};
@@ -51,8 +52,8 @@ pub struct ObjectCtx {
     pub(crate) outbox: Outbox,
     /// The call chain of the running event (this object last).
     pub(crate) chain: Arc<Vec<ObjectId>>,
-    /// Epoch ticks the running event has used.
-    pub(crate) ticks: u64,
+    /// The running event's guest time, and its turn in the long lane.
+    pub(crate) clock: GuestClock,
     /// The socket an upgrade request would create, during that request: the
     /// guest may already send to it (delivered once the upgrade completes).
     pub(crate) pending_socket: Option<Arc<SocketConn>>,
@@ -98,7 +99,10 @@ impl ObjectCtx {
             rt: rt.clone(),
             no_calls: false,
             outbox: Vec::new(),
-            ticks: 0,
+            clock: GuestClock::new(
+                std::time::Duration::from_millis(l.max_event_cpu_ms),
+                rt.components.long_lane(),
+            ),
             pending_socket: None,
             limits,
             stderr,
@@ -152,6 +156,7 @@ impl Capabilities for ObjectCtx {
         ObjectsView {
             object: &self.core.id,
             chain: &self.chain,
+            clock: &self.clock,
             calls: if self.no_calls {
                 &crate::calls::NoCalls
             } else {

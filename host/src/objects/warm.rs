@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::Store;
 
 use crate::bindings::Object;
 use crate::guest_log::GuestFailure;
@@ -137,6 +137,8 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
             let running = rt.components.guest_running();
             let made = version.pre.instantiate_async(&mut store).await;
             drop(running);
+            // A start function that ran long holds the long lane until here.
+            store.data().clock.finish();
             match made {
                 Ok(object) => {
                     // Counted as created when an object takes it.
@@ -202,18 +204,7 @@ fn placeholder(rt: &Arc<Runtime>, class: &str) -> ObjectCore {
 pub(crate) fn new_store(rt: &Arc<Runtime>, core: ObjectCore) -> Store<ObjectCtx> {
     let mut store = Store::new(&rt.components.engine, ObjectCtx::new(core, rt));
     store.limiter(|ctx| &mut ctx.limits);
-    let max_ticks = (rt.config.limits.max_event_cpu_ms
-        / crate::components::EPOCH_TICK.as_millis() as u64)
-        .max(1);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |mut ctx| {
-        let data = ctx.data_mut();
-        data.ticks += 1;
-        if data.ticks > max_ticks {
-            Err(wasmtime::Error::msg("event exceeded its CPU time limit"))
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
+    store.epoch_deadline_callback(|ctx| ctx.data().clock.tick().map_err(wasmtime::Error::new));
     store
 }
