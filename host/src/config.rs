@@ -190,6 +190,19 @@ pub struct Limits {
     pub max_log_lines_per_event: usize,
     /// ... and in one second, across events. Default 1,000.
     pub max_log_lines_per_second: usize,
+    /// Stderr lines held back during one event, to go with a trap's report
+    /// (a panic message and what the guest printed before it); later ones
+    /// are counted, not kept. Default 32.
+    pub max_trap_stderr_lines: usize,
+    /// Instance pool slots beyond `max_live_instances` and the pre-warmed
+    /// instances: room for instances being dropped while their successors
+    /// are created, and for deploy trials. Each slot reserves address space
+    /// for one `max_instance_memory_bytes` memory (not RAM). Default 16.
+    pub spare_instance_slots: u32,
+    /// redb's page cache for the database (bytes). Reads go through it; a
+    /// backup reads every page, so a host's resident memory grows to about
+    /// this much after one. Default 256 MiB (redb's own default is 1 GiB).
+    pub storage_cache_bytes: usize,
 }
 
 impl Limits {
@@ -233,6 +246,9 @@ impl Default for Limits {
             max_auto_response_bytes: crate::sockets::MAX_AUTO_RESPONSE_BYTES,
             max_log_lines_per_event: 1_000,
             max_log_lines_per_second: 1_000,
+            max_trap_stderr_lines: 32,
+            spare_instance_slots: 16,
+            storage_cache_bytes: 256 << 20,
         }
     }
 }

@@ -54,7 +54,7 @@ impl Server {
             AdminToken::unusable()
         });
         let metrics = Arc::new(Metrics::default());
-        let db = Db::open(&config.data)?;
+        let db = Db::open_with_cache(&config.data, Some(config.limits.storage_cache_bytes))?;
         let components = if load_classes {
             Components::load(&config, &db, metrics.clone())?
         } else {

@@ -28,6 +28,7 @@ pub use scenarios::durable::{DurableOpts, DurableReport, durable};
 pub use scenarios::fanout::{FanoutOpts, FanoutReport, fanout};
 pub use scenarios::idle::{IdleOpts, IdleReport, idle};
 pub use scenarios::join::{JoinOpts, JoinReport, join};
+pub use scenarios::runaway::{RunawayOpts, RunawayReport, runaway};
 pub use scenarios::swap::{SwapOpts, SwapReport, swap};
 pub use scenarios::wake::{WakeOpts, WakeReport, wake};
 

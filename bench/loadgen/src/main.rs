@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use loadgen::{
-    Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, ScenarioFailed, SwapOpts, WakeOpts, sys,
+    Common, DurableOpts, FanoutOpts, IdleOpts, JoinOpts, RunawayOpts, ScenarioFailed, SwapOpts,
+    WakeOpts, sys,
 };
 use serde::Serialize;
 
@@ -39,6 +40,8 @@ enum Cmd {
     Durable(DurableOpts),
     /// Hot swap of the chat's class under paced load (needs the admin token).
     Swap(SwapOpts),
+    /// Runaway guests (the `probe` class's `spin`) beside one chat.
+    Runaway(RunawayOpts),
 }
 
 fn print<R: std::fmt::Display + Serialize>(report: &R, json: bool) {
@@ -58,6 +61,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Join(o) => print(&loadgen::join(c, o).await?, cli.json),
         Cmd::Idle(o) => print(&loadgen::idle(c, o).await?, cli.json),
         Cmd::Wake(o) => print(&loadgen::wake(c, o).await?, cli.json),
+        Cmd::Runaway(o) => print(&loadgen::runaway(c, o).await?, cli.json),
         Cmd::Durable(o) => print(&loadgen::durable(c, o).await?, cli.json),
         Cmd::Swap(o) => print(&loadgen::swap(c, o).await?, cli.json),
     }

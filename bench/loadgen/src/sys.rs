@@ -234,3 +234,39 @@ mod tests {
         assert!(u.host_cpu_s.is_some());
     }
 }
+
+/// CPU steal over a window, from the first line of `/proc/stat`: the time
+/// the hypervisor gave this machine's CPUs to someone else.
+#[derive(Clone, Copy, Debug)]
+pub struct Steal {
+    start: (u64, u64),
+}
+
+impl Steal {
+    /// Starts a window (`None` where `/proc/stat` cannot be read).
+    pub fn start() -> Option<Steal> {
+        proc_stat_steal().map(|start| Steal { start })
+    }
+
+    /// Steal since [`Steal::start`], as a share of all CPU time.
+    pub fn share(&self) -> Option<f64> {
+        let (steal, total) = proc_stat_steal()?;
+        let total = total.checked_sub(self.start.1)?;
+        (total > 0).then(|| steal.saturating_sub(self.start.0) as f64 / total as f64)
+    }
+}
+
+/// (steal, all) clock ticks of all CPUs so far.
+fn proc_stat_steal() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest
+    // time is already counted in user and nice.
+    let steal = *ticks.get(7)?;
+    let all = ticks.iter().take(8).sum();
+    Some((steal, all))
+}

@@ -12,10 +12,6 @@ use wasmtime::{Config as EngineConfig, Engine};
 use crate::config::Config;
 use crate::error::ComponentError;
 
-/// Pool slots beyond `max_live_instances` and the pre-warmed instances (an
-/// instance being dropped while its successor is created).
-const SPARE_SLOTS: u32 = 16;
-
 /// How often the epoch advances while guest code runs; a guest's time budget
 /// is counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -44,7 +40,7 @@ pub(crate) fn engine(config: &Config) -> Result<(Engine, Option<wasmtime::Cache>
         .saturating_mul(u32::try_from(config.classes.len()).unwrap_or(u32::MAX));
     let slots = config
         .max_live_instances
-        .saturating_add(SPARE_SLOTS)
+        .saturating_add(config.limits.spare_instance_slots)
         .saturating_add(warm);
     // Per component, `limits.max_core_instances`, `max_memories` and
     // `max_tables` (the store's limits say the same, see `objects::ctx`); in

@@ -20,7 +20,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// make the host buffer more than this for it).
 pub const MAX_LINE: usize = 4096;
 
-/// The most lines held back during one event; later ones are counted, not kept.
+/// The most lines held back during one event by default; later ones are
+/// counted, not kept (`limits.max_trap_stderr_lines`).
 const MAX_HELD_LINES: usize = 32;
 
 /// The stderr of one instance. Its label names the object, and changes when a
@@ -35,7 +36,7 @@ struct Inner {
     /// Lines are held back (an event runs).
     capturing: bool,
     held: Vec<String>,
-    /// Lines dropped past [`MAX_HELD_LINES`].
+    /// Lines dropped past `limits.held`.
     dropped: usize,
     budget: Budget,
 }
@@ -49,6 +50,9 @@ pub struct LogLimits {
     pub per_event: usize,
     /// Lines per second.
     pub per_second: usize,
+    /// Stderr lines held back during one event (reported with a trap, or
+    /// logged when it returns); later ones are counted, not kept.
+    pub held: usize,
 }
 
 impl Default for LogLimits {
@@ -56,6 +60,7 @@ impl Default for LogLimits {
         LogLimits {
             per_event: 1_000,
             per_second: 1_000,
+            held: MAX_HELD_LINES,
         }
     }
 }
@@ -209,7 +214,7 @@ impl GuestStderr {
                 return;
             }
             if i.capturing {
-                if i.held.len() < MAX_HELD_LINES {
+                if i.held.len() < i.budget.limits.held {
                     i.held.push(text);
                 } else {
                     i.dropped += 1;
@@ -309,6 +314,7 @@ mod tests {
             LogLimits {
                 per_event: 3,
                 per_second: 100,
+                ..LogLimits::default()
             },
             Some(metrics.clone()),
         );
@@ -331,6 +337,7 @@ mod tests {
             LogLimits {
                 per_event: 100,
                 per_second: 2,
+                ..LogLimits::default()
             },
             None,
         );
@@ -355,5 +362,19 @@ mod tests {
         let lines = err.take();
         assert_eq!(lines.len(), MAX_HELD_LINES + 1);
         assert_eq!(lines[MAX_HELD_LINES], "[3 more lines not kept]");
+        // The config's `max_trap_stderr_lines`.
+        let two = GuestStderr::limited(
+            "c/n".into(),
+            LogLimits {
+                held: 2,
+                ..LogLimits::default()
+            },
+            None,
+        );
+        two.capture();
+        for n in 0..5 {
+            two.line(format!("{n}"));
+        }
+        assert_eq!(two.take(), ["0", "1", "[3 more lines not kept]"]);
     }
 }

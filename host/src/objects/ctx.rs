@@ -83,6 +83,7 @@ impl ObjectCtx {
             crate::guest_log::LogLimits {
                 per_event: l.max_log_lines_per_event,
                 per_second: l.max_log_lines_per_second,
+                held: l.max_trap_stderr_lines,
             },
             Some(rt.metrics.clone()),
         );

@@ -39,17 +39,59 @@ macro_rules! copy_table {
     }};
 }
 
+/// A redb file that is never forced to disk: the snapshot's temporary copy.
+/// It is read back once, streamed to whoever asked for the backup (who makes
+/// its own copy durable), and deleted, so an fsync would only write a
+/// gigabyte that is about to be thrown away — and would make every commit
+/// of the serving database queue behind it on the same disk. Unsynced, its
+/// pages stay in the page cache until the file is deleted.
+#[derive(Debug)]
+struct Unsynced(redb::backends::FileBackend);
+
+impl redb::StorageBackend for Unsynced {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.0.close()
+    }
+}
+
 impl Db {
     /// Writes a consistent snapshot of the whole database into `target` (an
-    /// empty or missing file), durably. Blocking: call it off the async
-    /// threads.
+    /// empty or missing file), not synced to disk: the caller streams it
+    /// away and deletes it. Blocking: call it off the async threads.
     pub fn snapshot_to(&self, target: &Path) -> Result<SnapshotStats, StorageError> {
         let copy = || -> Result<SnapshotStats, redb::Error> {
             // The snapshot: from here on, commits do not change what it sees.
             let src = self.database().begin_read()?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(target)
+                .map_err(redb::Error::Io)?;
             let out = Database::builder()
                 .set_cache_size(64 * 1024 * 1024)
-                .create(target)?;
+                .create_with_backend(Unsynced(redb::backends::FileBackend::new(file)?))?;
             let dst = out.begin_write()?;
             let mut stats = SnapshotStats::default();
             let mut rows = 0u64;

@@ -67,15 +67,26 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (or creates) the database file, creating its parent directory.
+    /// Opens (or creates) the database file, creating its parent directory,
+    /// with redb's default page cache.
     pub fn open(path: &Path) -> Result<Db, StorageError> {
+        Db::open_with_cache(path, None)
+    }
+
+    /// [`Db::open`] with a page cache of `cache_bytes` (`None`: redb's
+    /// default).
+    pub fn open_with_cache(path: &Path, cache_bytes: Option<usize>) -> Result<Db, StorageError> {
         let open = || -> Result<Database, redb::Error> {
             if let Some(dir) = path.parent()
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir)?;
             }
-            let db = Database::create(path)?;
+            let mut builder = Database::builder();
+            if let Some(bytes) = cache_bytes {
+                builder.set_cache_size(bytes);
+            }
+            let db = builder.create(path)?;
             // Make sure the tables exist so that readers never see "no such table".
             let txn = db.begin_write()?;
             txn.open_table(KV)?;

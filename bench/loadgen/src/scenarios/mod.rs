@@ -7,6 +7,7 @@ pub mod durable;
 pub mod fanout;
 pub mod idle;
 pub mod join;
+pub mod runaway;
 pub mod swap;
 pub mod wake;
 
