@@ -55,7 +55,7 @@ where
         .collect();
     if !missing.is_empty() {
         let why = format!(
-            "{} missing: install chromium chromium-driver (apt-get install chromium chromium-driver)",
+            "install chromium chromium-driver ({} missing; apt-get install chromium chromium-driver)",
             missing.join(" and ")
         );
         if std::env::var("ROOMHOST_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
