@@ -553,9 +553,13 @@ fn a_reload_shows_the_history_in_order() {
         alice.wait_roster(&["alice", "bob"]).await;
         bob.shot("after-reload").await;
 
-        // And the room goes on after the reload.
-        alice.say("welcome back").await;
-        bob.wait_message("alice", "welcome back").await;
+        // And the room goes on after the reload: someone else (from another
+        // address: both browsers share 127.0.0.1's rate limit, five quick
+        // messages) welcomes bob back.
+        let (mut carol, _) = join_chat_at(host.addr, ip(9), "history", "carol").await;
+        carol.send_json(json!({ "message": "welcome back" })).await;
+        let seen = bob.wait_message("carol", "welcome back").await;
+        assert!(seen.last_in_view);
         alice.close().await;
         bob.close().await;
     });
@@ -742,17 +746,18 @@ fn after_a_host_restart_the_page_reconnects_by_itself() {
                 );
             }
             let seen = bob
-                .wait("bob's banner", |s| {
-                    s.banner.is_some() && s.roster.is_empty()
+                .wait("bob's banner, a second attempt", |s| {
+                    s.banner.is_some() && s.attempt >= 2 && s.roster.is_empty()
                 })
                 .await;
             assert_eq!(seen.status, "reconnecting…");
             bob.shot("banner").await;
 
             // The host comes back on the same port with the same data.
+            let waiting = [alice.seen().await.attempt, bob.seen().await.attempt];
             let mut host = start_host(&data, &addr.to_string());
             assert_eq!(host.addr, addr);
-            for u in [&alice, &bob] {
+            for (u, waiting) in [&alice, &bob].into_iter().zip(waiting) {
                 // Within the longest wait (8 s for attempt 5) and then some.
                 let seen = u
                     .wait("reconnected, banner gone", |s| {
@@ -766,8 +771,9 @@ fn after_a_host_restart_the_page_reconnects_by_itself() {
                     .find_map(|l| l.strip_prefix("* Reconnected on attempt "))
                     .and_then(|n| n.trim_end_matches('.').parse::<u32>().ok());
                 assert!(
-                    attempt.is_some_and(|n| n >= 4),
-                    "says it reconnected, after the failed attempts: {:?}",
+                    attempt.is_some_and(|n| n >= waiting.max(2)),
+                    "says it reconnected, on the attempt it was waiting for \
+                     ({waiting}) or a later one: {:?}",
                     seen.lines
                 );
                 assert_eq!(
