@@ -277,7 +277,7 @@ return {
   status: $('status').textContent,
   title: $('room-title').textContent,
   privateBadge: shown($('private-badge')),
-  banner: shown($('banner')) ? $('banner-text').textContent : null,
+  banner: shown($('banner')) ? $('banner-text').textContent + $('banner-wait').textContent : null,
   attempt: Number($('banner').dataset.attempt || 0),
   delayMs: Number($('banner').dataset.delayMs || 0),
   roster: [...document.querySelectorAll('#roster li')].map((li) => li.textContent),
@@ -714,6 +714,7 @@ fn after_a_host_restart_the_page_reconnects_by_itself() {
             // Both pages show the banner, and keep trying with growing waits:
             // attempt n waits between half and all of min(15 s, 2^(n-1) s).
             let mut delays = Vec::new();
+            let mut counted_down = false;
             let deadline = Instant::now() + UI_WAIT;
             loop {
                 let seen = alice.seen().await;
@@ -721,6 +722,7 @@ fn after_a_host_restart_the_page_reconnects_by_itself() {
                     assert!(banner.starts_with("Connection lost"), "{banner}");
                     assert!(banner.contains(&format!("attempt {}", seen.attempt)));
                     assert_eq!(seen.status, "reconnecting…");
+                    counted_down |= banner.contains("Reconnecting in ");
                     if !delays.iter().any(|&(a, _)| a == seen.attempt) {
                         delays.push((seen.attempt, seen.delay_ms));
                         alice
@@ -737,6 +739,7 @@ fn after_a_host_restart_the_page_reconnects_by_itself() {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            assert!(counted_down, "the banner says when it tries again");
             for &(attempt, delay) in &delays {
                 let ceiling = 15_000.min(1000u64 << (attempt - 1));
                 assert!(
