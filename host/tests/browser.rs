@@ -469,6 +469,22 @@ fn two_users_join_a_room_and_talk() {
         alice.wd.goto(&base).await.unwrap();
         alice.wait("the name form", |s| s.view == "name-view").await;
         alice.shot("page").await;
+        // The page is one self-contained file: nothing loaded from elsewhere.
+        let loaded = alice
+            .wd
+            .execute(
+                "return performance.getEntriesByType('resource').map((e) => e.name);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let foreign: Vec<&Value> = loaded
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| !u.as_str().is_some_and(|u| u.starts_with(&base)))
+            .collect();
+        assert!(foreign.is_empty(), "loaded from elsewhere: {foreign:?}");
         let seen = alice.join(&base, "lobby").await;
         assert_eq!(seen.roster, ["alice"], "alone in the room");
         assert!(seen.messages.is_empty(), "a new room has no history");
