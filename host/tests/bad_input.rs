@@ -298,7 +298,7 @@ fn generate(cat: Category, rng: &mut Rng) -> Plan {
                 req.push_str("transfer-encoding: gzip\r\n");
             }
             req.push_str("\r\n");
-            req.push_str(*rng.pick(&[
+            let body: &&str = rng.pick(&[
                 "zz\r\nhello\r\n0\r\n\r\n",
                 "5\r\nhelloXX0\r\n\r\n",
                 "ffffffffffffffffffff\r\n",
@@ -308,7 +308,8 @@ fn generate(cat: Category, rng: &mut Rng) -> Plan {
                 "2000000\r\nabc",
                 "0\r\nbad trailer\r\n\r\n",
                 "5\nhello\n0\n\n",
-            ]));
+            ]);
+            req.push_str(body);
             http_plan(req.into_bytes(), true)
         }
         Category::TruncatedRequest => {
@@ -490,7 +491,8 @@ fn frames(cat: Category, rng: &mut Rng) -> Plan {
                 }
                 _ => {
                     let mut p = 1000u16.to_be_bytes().to_vec();
-                    p.extend_from_slice(*rng.pick(INVALID_UTF8));
+                    let bad: &&[u8] = rng.pick(INVALID_UTF8);
+                    p.extend_from_slice(bad);
                     bytes.extend(frame(0x88, &p));
                     return Plan::Frames {
                         room,

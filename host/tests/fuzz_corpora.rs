@@ -8,8 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// A fuzz target's entry point.
+type Entry = fn(&[u8]);
+
 /// Every fuzz target (`fuzz/fuzz_targets/<name>.rs`) and its entry point.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Entry)] = &[
     ("frame_decoder", roomhost::fuzzing::frame_decoder),
     ("router", roomhost::fuzzing::router),
     ("config", roomhost::fuzzing::config),
