@@ -255,7 +255,7 @@ impl<I: SocketInbox> Connection<I> {
                 .decoder
                 .wanted(buf)
                 .max(READ_CHUNK)
-                .min(self.decoder.max_message().max(READ_CHUNK) + 14),
+                .min(self.decoder.max_message().max(READ_CHUNK).saturating_add(14)),
             None => READ_CHUNK,
         };
         match read_some(&self.stream, &mut self.inbuf, want) {
