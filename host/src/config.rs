@@ -461,6 +461,20 @@ impl Config {
                     route.path
                 )));
             }
+            // As `http::router` compiles them: from the root, `*` only last.
+            if !route.path.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "route {:?}: must start with '/'",
+                    route.path
+                )));
+            }
+            let segments: Vec<&str> = route.path.trim_start_matches('/').split('/').collect();
+            if segments[..segments.len() - 1].contains(&"*") {
+                return Err(ConfigError::Invalid(format!(
+                    "route {:?}: '*' must be last",
+                    route.path
+                )));
+            }
             if route.object.is_some() && !route.path.contains("{name}") {
                 return Err(ConfigError::Invalid(format!(
                     "route {:?}: an object route needs a {{name}} segment",
@@ -636,6 +650,14 @@ mod tests {
             [("/x/{name}".to_string(), "nope".to_string())]
         );
         assert!(c.routes_without_class(|class| class == "nope").is_empty());
+        for (path, why) in [
+            ("x/{name}", "must start with '/'"),
+            ("/x/*/{name}", "'*' must be last"),
+        ] {
+            let toml = format!("[[routes]]\npath = \"{path}\"\nobject = \"x\"");
+            let e = report(Config::from_toml(&toml).expect_err("a route that cannot compile"));
+            assert!(e.contains(why), "{e}");
+        }
         let e = report(Config::from_toml("bogus = 1").expect_err("unknown field"));
         assert!(e.contains("bogus"), "{e}");
         let dir = tempfile::tempdir().expect("temp dir");

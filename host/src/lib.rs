@@ -47,6 +47,7 @@
 //!   memory back to the OS while the host is idle; [`clock`] — the wall
 //!   clock; [`ids`] — object ids and names.
 //! - [`error`] — narrow errors under one [`Error`].
+//! - `fuzzing` (hidden) — the fuzz targets' entry points (`fuzz/`).
 //! - `testing` (feature `testing`) — a host on 127.0.0.1:0 for tests and
 //!   benchmarks.
 
@@ -59,6 +60,8 @@ pub mod components;
 pub mod config;
 pub mod dev;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guest_log;
 pub mod guests;
 pub mod http;

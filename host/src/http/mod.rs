@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
@@ -84,52 +84,61 @@ pub async fn handle(
     slot: Arc<conns::ConnSlot>,
     req: HttpRequest<Incoming>,
 ) -> Result<HttpResponse<Body>, Infallible> {
-    let path = req.uri().path();
-    let is_admin = path == "/admin" || path.starts_with("/admin/");
-    if is_admin && matches!(site.serves, Serves::Everything | Serves::Admin) {
+    let routed = route(
+        &site.router,
+        site.serves,
+        req.method().as_str(),
+        req.uri().path(),
+    );
+    if let Routed::Admin = routed {
         return Ok(admin::handle(rt, &site.admin, req).await);
     }
-    handle_routes(rt, site, peer, slot, req).await.map(boxed)
+    handle_routes(rt, site, peer, slot, req, routed)
+        .await
+        .map(boxed)
 }
 
-/// Serves one request that is not for the admin API.
-async fn handle_routes(
-    rt: Arc<Runtime>,
-    site: Arc<Site>,
-    peer: SocketAddr,
-    slot: Arc<conns::ConnSlot>,
-    req: HttpRequest<Incoming>,
-) -> Result<Resp, Infallible> {
-    let path = req.uri().path().to_string();
-    if let Serves::Admin = site.serves {
-        return Ok(text(StatusCode::NOT_FOUND, "not found"));
+/// Where a request goes, from its method and path alone.
+#[derive(Debug, PartialEq)]
+pub enum Routed {
+    /// The admin API.
+    Admin,
+    /// 404, with the text to answer.
+    NotFound(String),
+    /// 405: a route's path matched, not its method.
+    WrongMethod,
+    /// The host's counters (`page = "metrics"`).
+    Metrics,
+    /// The chat page.
+    Page,
+    /// A freshly minted unique id for a class.
+    UniqueId,
+    /// An event for an object; `rest` is what the route's `*` matched.
+    Object {
+        /// The object (its name checked by [`crate::ids::validate_name`]).
+        id: ObjectId,
+        /// What the route's final `*` matched (raw).
+        rest: String,
+    },
+}
+
+/// Routes a request by its method and path: the admin API where `serves`
+/// has it, else the configured routes, with the name rules (a name over its
+/// route's `max_name_chars` that is not a unique id, or one that
+/// [`crate::ids::validate_name`] refuses, is not found).
+pub fn route(router: &Router, serves: Serves, method: &str, path: &str) -> Routed {
+    let is_admin = path == "/admin" || path.starts_with("/admin/");
+    if is_admin && matches!(serves, Serves::Everything | Serves::Admin) {
+        return Routed::Admin;
     }
-    let target = match site.router.find(req.method().as_str(), &path) {
-        Match::Found(t, name, rest) => (t.clone(), name, rest),
-        Match::WrongMethod => {
-            return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
-        }
-        Match::NotFound => return Ok(text(StatusCode::NOT_FOUND, "not found")),
-    };
-    Ok(match target {
-        (Target::Page(p), _, _) if p == "metrics" => {
-            let mut r = text(StatusCode::OK, rt.metrics.render());
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        (Target::Page(_), _, _) => {
-            let mut r = text(StatusCode::OK, CHAT_PAGE);
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r
-        }
-        (Target::UniqueId(_), _, _) => text(StatusCode::OK, unique_id()),
-        (
+    if let Serves::Admin = serves {
+        return Routed::NotFound("not found".into());
+    }
+    match router.find(method, path) {
+        Match::Found(Target::Page(p), _, _) if p == "metrics" => Routed::Metrics,
+        Match::Found(Target::Page(_), _, _) => Routed::Page,
+        Match::Found(Target::UniqueId(_), _, _) => Routed::UniqueId,
+        Match::Found(
             Target::Object {
                 class,
                 max_name_chars,
@@ -139,28 +148,70 @@ async fn handle_routes(
         ) => {
             if max_name_chars.is_some_and(|max| name.chars().count() > max) && !is_unique_id(&name)
             {
-                return Ok(text(StatusCode::NOT_FOUND, "Name too long"));
+                return Routed::NotFound("Name too long".into());
             }
             if let Err(e) = crate::ids::validate_name(&name) {
-                return Ok(text(StatusCode::NOT_FOUND, e));
+                return Routed::NotFound(e);
             }
+            Routed::Object {
+                id: ObjectId::new(class.clone(), name),
+                rest,
+            }
+        }
+        Match::Found(Target::Object { .. }, None, _) | Match::NotFound => {
+            Routed::NotFound("not found".into())
+        }
+        Match::WrongMethod => Routed::WrongMethod,
+    }
+}
+
+/// Serves one request that is not for the admin API.
+async fn handle_routes(
+    rt: Arc<Runtime>,
+    site: Arc<Site>,
+    peer: SocketAddr,
+    slot: Arc<conns::ConnSlot>,
+    req: HttpRequest<Incoming>,
+    routed: Routed,
+) -> Result<Resp, Infallible> {
+    Ok(match routed {
+        // `handle` has served the admin API already.
+        Routed::Admin => text(StatusCode::NOT_FOUND, "not found"),
+        Routed::NotFound(why) => text(StatusCode::NOT_FOUND, why),
+        Routed::WrongMethod => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        Routed::Metrics => {
+            let mut r = text(StatusCode::OK, rt.metrics.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        Routed::Page => {
+            let mut r = text(StatusCode::OK, CHAT_PAGE);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        Routed::UniqueId => text(StatusCode::OK, unique_id()),
+        Routed::Object { id, rest } => {
             let conn = ConnInfo {
                 peer,
                 slot,
                 limits: site.limits.clone(),
             };
-            to_object(rt, ObjectId::new(class, name), conn, req, rest).await
+            to_object(rt, id, conn, req, rest).await
         }
-        (Target::Object { .. }, None, _) => text(StatusCode::NOT_FOUND, "not found"),
     })
 }
 
 /// The client's IP: the TCP peer, or the last `X-Forwarded-For` entry when the
 /// config trusts the proxy in front.
-fn client_ip(rt: &Runtime, peer: SocketAddr, req: &HttpRequest<Incoming>) -> String {
-    if rt.config.trust_forwarded_for
-        && let Some(ip) = req
-            .headers()
+pub fn client_ip(trust_forwarded_for: bool, peer: SocketAddr, headers: &HeaderMap) -> String {
+    if trust_forwarded_for
+        && let Some(ip) = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -175,6 +226,34 @@ fn client_ip(rt: &Runtime, peer: SocketAddr, req: &HttpRequest<Incoming>) -> Str
 
 /// The header that carries what a route's `*` matched (see `wit/types.wit`).
 pub const REST_HEADER: &str = "x-roomhost-rest";
+
+/// The request's headers as the guest sees them: each value as text (bytes
+/// that are not UTF-8 replaced), a client's [`REST_HEADER`] dropped, and the
+/// host's own one added: what the route's `*` matched, so that a guest need
+/// not guess where its name ends.
+pub fn guest_headers(headers: &HeaderMap, rest: String) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.as_str() != REST_HEADER)
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .chain([(REST_HEADER.to_string(), rest)])
+        .collect()
+}
+
+/// True when `key` is a `Sec-WebSocket-Key` as RFC 6455 §4.2.1 has it: 16
+/// bytes in base64 (22 characters, the last carrying 2 bits, then `==`).
+pub fn valid_websocket_key(key: &[u8]) -> bool {
+    const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    key.len() == 24
+        && key[..21].iter().all(|b| BASE64.contains(b))
+        && b"AQgw".contains(&key[21])
+        && &key[22..] == b"=="
+}
 
 /// The connection a request came on: its peer, its place under the caps
 /// (held by the WebSocket it may become), and the caps.
@@ -191,26 +270,20 @@ async fn to_object(
     mut req: HttpRequest<Incoming>,
     rest: String,
 ) -> Resp {
-    let client_ip = client_ip(&rt, conn_info.peer, &req);
-    // The host's own header (a client's is dropped): what the route's `*`
-    // matched, so that a guest need not guess where its name ends.
-    let headers = req
-        .headers()
-        .iter()
-        .filter(|(n, _)| n.as_str() != REST_HEADER)
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .chain([(REST_HEADER.to_string(), rest)])
-        .collect();
+    let client_ip = client_ip(rt.config.trust_forwarded_for, conn_info.peer, req.headers());
+    let headers = guest_headers(req.headers(), rest);
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
 
     let upgrade = if fastwebsockets::upgrade::is_upgrade_request(&req) {
+        let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY);
+        if key.is_some_and(|k| !valid_websocket_key(k.as_bytes())) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad WebSocket handshake: Sec-WebSocket-Key is not 16 bytes in base64",
+            );
+        }
         match fastwebsockets::upgrade::upgrade(&mut req) {
             Ok(u) => Some(u),
             Err(e) => {
@@ -438,4 +511,32 @@ fn guest_response(id: &ObjectId, r: Response) -> Resp {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys_are_16_bytes_in_base64() {
+        // RFC 6455 §1.3's example, and the keys of a few clients.
+        for good in [
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+            "/////////////////////w==",
+        ] {
+            assert!(valid_websocket_key(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ==\n",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25j*Q==",
+            "c2hvcnQ=",
+            "dGhlIHNhbXBsZSBub25jZQ=A",
+        ] {
+            assert!(!valid_websocket_key(bad.as_bytes()), "{bad}");
+        }
+    }
 }

@@ -251,11 +251,12 @@ impl<I: SocketInbox> Connection<I> {
     fn read(&mut self) -> Result<(), (u16, String)> {
         // `decode` has already refused a header that declares too much.
         let want = match &self.inbuf {
-            Some(buf) => self
-                .decoder
-                .wanted(buf)
-                .max(READ_CHUNK)
-                .min(self.decoder.max_message().max(READ_CHUNK) + 14),
+            Some(buf) => self.decoder.wanted(buf).max(READ_CHUNK).min(
+                self.decoder
+                    .max_message()
+                    .max(READ_CHUNK)
+                    .saturating_add(14),
+            ),
             None => READ_CHUNK,
         };
         match read_some(&self.stream, &mut self.inbuf, want) {

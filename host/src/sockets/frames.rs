@@ -89,7 +89,12 @@ impl Decoder {
     /// (so the reader can reserve once for a large frame).
     pub fn wanted(&self, buf: &[u8]) -> usize {
         match header(buf) {
-            Ok(Some(h)) => (h.header_len + h.payload_len).saturating_sub(buf.len()),
+            // A header may declare up to 2^64 - 1 bytes: `decode` refuses
+            // it, and this must not overflow first.
+            Ok(Some(h)) => h
+                .header_len
+                .saturating_add(h.payload_len)
+                .saturating_sub(buf.len()),
             _ => 0,
         }
     }
@@ -321,6 +326,20 @@ mod tests {
         f.extend_from_slice(&mask);
         f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
         f
+    }
+
+    #[test]
+    fn a_header_declaring_2_to_the_64_bytes_is_refused_without_overflow() {
+        // Found by the frame_decoder fuzz target (fuzz/corpus/frame_decoder/
+        // regression-wanted-overflow): `wanted` added the declared length
+        // to the header's.
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&u64::MAX.to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]);
+        let mut d = Decoder::new(1 << 20);
+        assert_eq!(d.wanted(&head), usize::MAX - head.len());
+        let mut buf = BytesMut::from(&head[..]);
+        assert_eq!(d.decode(&mut buf), Err(FrameError::TooBig));
     }
 
     #[test]

@@ -20,14 +20,14 @@ pub struct ListQuery {
 
 /// The lower bound of a list range.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) enum Lower {
+pub(crate) enum Lower {
     Unbounded,
     Included(Vec<u8>),
     Excluded(Vec<u8>),
 }
 
 impl Lower {
-    pub(super) fn admits_from_below(&self, k: &[u8]) -> bool {
+    pub(crate) fn admits_from_below(&self, k: &[u8]) -> bool {
         match self {
             Lower::Unbounded => true,
             Lower::Included(l) => k >= l.as_slice(),
@@ -36,7 +36,7 @@ impl Lower {
     }
 
     /// True when no key lies between this bound and the exclusive upper `hi`.
-    pub(super) fn is_empty_with(&self, hi: &Option<Vec<u8>>) -> bool {
+    pub(crate) fn is_empty_with(&self, hi: &Option<Vec<u8>>) -> bool {
         match (self, hi) {
             (Lower::Included(l) | Lower::Excluded(l), Some(h)) => l >= h,
             _ => false,
@@ -47,7 +47,7 @@ impl Lower {
 impl ListQuery {
     /// The key range `[lower, upper)` that start, start-after, end and prefix
     /// select together.
-    pub(super) fn bounds(&self) -> (Lower, Option<Vec<u8>>) {
+    pub(crate) fn bounds(&self) -> (Lower, Option<Vec<u8>>) {
         let mut lo = match (&self.start_after, &self.start) {
             (Some(s), _) => Lower::Excluded(s.clone()),
             (None, Some(s)) => Lower::Included(s.clone()),
@@ -73,7 +73,7 @@ impl ListQuery {
 
 /// The smallest byte string greater than every string that starts with
 /// `prefix`, or `None` when there is none (prefix empty or all 0xFF).
-pub(super) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xFF {
