@@ -312,7 +312,8 @@ impl AdminClient {
             .prefix(".roomhost-backup-")
             .tempfile_in(dir)
             .map_err(io)?;
-        let (written, announced) = self.download("/admin/backup", tmp.as_file_mut()).await?;
+        let mut out = SyncedEvery::new(tmp.as_file_mut(), SYNC_EVERY);
+        let (written, announced) = self.download("/admin/backup", &mut out).await?;
         if announced.is_some_and(|n| n != written) {
             return Err(ClientError::Incomplete {
                 written,
@@ -320,8 +321,9 @@ impl AdminClient {
             });
         }
         tmp.as_file().sync_all().map_err(io)?;
-        let check =
-            redb::Database::open(tmp.path()).map_err(|e| ClientError::NotADatabase(Box::new(e)))?;
+        // Read-only: a writable open would write (and sync) the file again.
+        let check = redb::ReadOnlyDatabase::open(tmp.path())
+            .map_err(|e| ClientError::NotADatabase(Box::new(e)))?;
         drop(check);
         tmp.persist(file).map_err(|e| io(e.error))?;
         Ok(written)
@@ -370,5 +372,45 @@ impl AdminClient {
     pub async fn classes(&self) -> Result<serde_json::Value, ClientError> {
         self.request(Method::GET, "/admin/classes", Vec::new(), &[])
             .await
+    }
+}
+
+/// How much of a backup the CLI writes between two `fdatasync`s.
+const SYNC_EVERY: u64 = 16 << 20;
+
+/// A file that is synced to disk every `every` bytes written. A backup is
+/// often written to the disk the host serves from: one sync of a whole
+/// gigabyte at the end would make the host's own commits (each one an
+/// fsync) queue behind it for as long as the disk takes to write it; small
+/// syncs along the way leave them a turn every few milliseconds.
+struct SyncedEvery<'a> {
+    file: &'a mut std::fs::File,
+    every: u64,
+    unsynced: u64,
+}
+
+impl<'a> SyncedEvery<'a> {
+    fn new(file: &'a mut std::fs::File, every: u64) -> SyncedEvery<'a> {
+        SyncedEvery {
+            file,
+            every,
+            unsynced: 0,
+        }
+    }
+}
+
+impl std::io::Write for SyncedEvery<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= self.every {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }

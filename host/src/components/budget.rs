@@ -173,13 +173,23 @@ impl GuestClock {
             return Ok(UpdateDeadline::Continue(1));
         }
         s.slices = s.slices.saturating_add(1);
-        s.permit = None;
+        // The lane stays held through the yield: the worker first runs what
+        // queued behind this slice (a lone runaway, whose permit would come
+        // back at once, would otherwise never let its worker go); then the
+        // permit goes to the next long event in line, and this one queues.
+        let held = s.permit.take();
         let lane = s.lane.0.clone();
         drop(s);
+        // And the OS thread gives way too: a thread of the host (a worker,
+        // the committer) or of anyone else that waits for this CPU runs now
+        // rather than at the end of the kernel's time slice.
+        std::thread::yield_now();
         let clock = self.clone();
         Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
+                tokio::task::yield_now().await;
+                drop(held);
                 // The semaphore is never closed; `ok()` only to be total.
                 let permit = lane.acquire_owned().await.ok();
                 let mut s = clock.state();
