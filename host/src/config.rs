@@ -168,6 +168,11 @@ pub struct Limits {
     /// (ms); past it the client gets 503 and the socket is forgotten.
     /// Default 10 s.
     pub websocket_handshake_timeout_ms: u64,
+    /// A request's body must have arrived this long after its head (ms);
+    /// otherwise the client gets 408 and the connection is closed, so a
+    /// client that announces a body and stalls cannot hold a connection.
+    /// Default 10 s. (The admin API's uploads are not held to it.)
+    pub request_body_timeout_ms: u64,
     /// WebSockets one object may hold (as Durable Objects: 32,768); an
     /// upgrade past it gets 503 without waking the object.
     pub max_sockets_per_object: usize,
@@ -239,6 +244,7 @@ impl Default for Limits {
             max_connections: 50_000,
             request_head_timeout_ms: 10_000,
             websocket_handshake_timeout_ms: 10_000,
+            request_body_timeout_ms: 10_000,
             max_sockets_per_object: 32_768,
             max_tags_per_socket: crate::sockets::MAX_TAGS,
             max_tag_bytes: crate::sockets::MAX_TAG_BYTES,

@@ -96,6 +96,7 @@ pub struct Metrics {
     slow_heads_cut: AtomicU64,
     idle_connections_closed: AtomicU64,
     handshakes_timed_out: AtomicU64,
+    bodies_timed_out: AtomicU64,
     guest_log_lines_dropped: AtomicU64,
     long_events: AtomicU64,
     events_over_budget: AtomicU64,
@@ -168,6 +169,8 @@ pub struct MetricsSnapshot {
     /// WebSocket handshakes that did not complete within
     /// `websocket_handshake_timeout_ms`.
     pub handshakes_timed_out: u64,
+    /// Requests whose body did not arrive within `request_body_timeout_ms`.
+    pub bodies_timed_out: u64,
     /// Guest log lines (`log` calls and stderr lines) dropped over
     /// `max_log_lines_per_event` or `max_log_lines_per_second`.
     pub guest_log_lines_dropped: u64,
@@ -220,6 +223,7 @@ impl Metrics {
     counter!(slow_head_cut, slow_heads_cut);
     counter!(idle_connection_closed, idle_connections_closed);
     counter!(handshake_timed_out, handshakes_timed_out);
+    counter!(body_timed_out, bodies_timed_out);
     counter!(guest_log_line_dropped, guest_log_lines_dropped);
     counter!(long_event, long_events);
     counter!(event_over_budget, events_over_budget);
@@ -275,6 +279,7 @@ impl Metrics {
             slow_heads_cut: self.slow_heads_cut.load(Relaxed),
             idle_connections_closed: self.idle_connections_closed.load(Relaxed),
             handshakes_timed_out: self.handshakes_timed_out.load(Relaxed),
+            bodies_timed_out: self.bodies_timed_out.load(Relaxed),
             guest_log_lines_dropped: self.guest_log_lines_dropped.load(Relaxed),
             long_events: self.long_events.load(Relaxed),
             events_over_budget: self.events_over_budget.load(Relaxed),
@@ -447,6 +452,12 @@ impl Metrics {
             "counter",
             "Events stopped at max_event_cpu_ms.",
             s.events_over_budget,
+        );
+        line(
+            "request_bodies_timed_out_total",
+            "counter",
+            "Requests whose body did not arrive within request_body_timeout_ms (408).",
+            s.bodies_timed_out,
         );
         line(
             "websocket_handshakes_timed_out_total",

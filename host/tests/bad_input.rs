@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,22 +135,7 @@ enum Plan {
 
 /// A masked client frame; `first` is the whole first byte (FIN, RSV, opcode).
 fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xFA, 0x21, 0x3D];
-    let mut f = vec![first];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    roomhost::fuzzing::client_frame(first, payload)
 }
 
 /// A frame header only: a masked frame declaring `len` bytes (in the
@@ -882,13 +867,7 @@ async fn ten_thousand_bad_inputs_leave_the_chat_serving_with_its_history() {
         ),
     )
     .unwrap();
-    let mut host = HostProcess::spawn(
-        Command::new(env!("CARGO_BIN_EXE_roomhost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("bad-input.redb"))
-            .arg("--config")
-            .arg(&config),
-    );
+    let mut host = HostProcess::serve(&dir.path().join("bad-input.redb"), &config);
     let addr = host.addr;
 
     // The history that must survive.

@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,13 +95,7 @@ async fn slow_and_idle_clients_are_cut_at_the_deadline_while_a_chat_goes_on() {
         ),
     )
     .unwrap();
-    let host = HostProcess::spawn(
-        Command::new(env!("CARGO_BIN_EXE_roomhost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("hostile.redb"))
-            .arg("--config")
-            .arg(&config),
-    );
+    let host = HostProcess::serve(&dir.path().join("hostile.redb"), &config);
     let addr = host.addr;
     let (mut chat, _) = join_chat_at(addr, ip(1), "calm", "calm").await;
     let quiet = {
@@ -394,6 +388,38 @@ async fn keep_alive_idle_and_stalled_heads_are_closed_and_counted_apart() {
         "{:?}",
         host.stats()
     );
+    host.stop().await;
+}
+
+/// A request that announces a body and stalls gets 408 at the body deadline,
+/// and its connection is closed; a body that arrives in time is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_gets_408_and_its_connection_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.request_body_timeout_ms = 500;
+    let host = start_host(config).await;
+    let mut stalled = TcpStream::connect(host.addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /probe/b/put?key=k HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly",
+        )
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let got = closed_within(&mut stalled, WAIT).await.expect("closed");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(host.stats().bodies_timed_out, 1);
+    // Nothing was stored, and a whole body is served as before.
+    assert_eq!(host.http("GET", "/probe/b/get?key=k", b"").await.0, 404);
+    assert_eq!(host.http("POST", "/probe/b/put?key=k", b"v").await.0, 200);
+    assert_eq!(host.http("GET", "/probe/b/get?key=k", b"").await.1, "v");
     host.stop().await;
 }
 

@@ -40,13 +40,7 @@ fn write_config(dir: &Path, token: Option<&str>) -> PathBuf {
 }
 
 fn spawn_host(dir: &Path, config: &Path) -> HostProcess {
-    HostProcess::spawn(
-        Command::new(env!("CARGO_BIN_EXE_roomhost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.join("roomhost.redb"))
-            .arg("--config")
-            .arg(config),
-    )
+    HostProcess::serve(&dir.join("roomhost.redb"), config)
 }
 
 /// Runs the `roomhost` CLI against the host at `addr`; returns (success,

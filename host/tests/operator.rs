@@ -36,13 +36,7 @@ fn write_config(dir: &Path, idle_ms: u64) -> PathBuf {
 }
 
 fn spawn_host(data: &Path, config: &Path) -> HostProcess {
-    HostProcess::spawn(
-        Command::new(env!("CARGO_BIN_EXE_roomhost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--config")
-            .arg(config),
-    )
+    HostProcess::serve(data, config)
 }
 
 /// Runs the CLI against `addr` with `token`; (success, stdout + stderr).

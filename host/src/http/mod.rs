@@ -319,12 +319,22 @@ async fn to_object(
     let body = if upgrade.is_some() {
         Vec::new()
     } else {
-        match Limited::new(req.into_body(), rt.config.limits.max_request_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes().to_vec(),
-            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        let limits = &rt.config.limits;
+        let within = std::time::Duration::from_millis(limits.request_body_timeout_ms);
+        let collect = Limited::new(req.into_body(), limits.max_request_body_bytes).collect();
+        match tokio::time::timeout(within, collect).await {
+            Ok(Ok(b)) => b.to_bytes().to_vec(),
+            Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+            Err(_) => {
+                rt.metrics.body_timed_out();
+                let mut r = text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                );
+                r.headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
         }
     };
     let conn = upgrade.as_ref().map(|_| {

@@ -266,6 +266,18 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
+    /// Starts `roomhost serve --listen 127.0.0.1:0 --data DATA --config
+    /// CONFIG` and waits until it listens.
+    pub fn serve(data: &std::path::Path, config: &std::path::Path) -> HostProcess {
+        HostProcess::spawn(
+            std::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
+                .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+                .arg(data)
+                .arg("--config")
+                .arg(config),
+        )
+    }
+
     /// Starts `cmd`, which must run `roomhost serve --listen 127.0.0.1:0 ...`
     /// (perhaps through a shell that execs it), and waits until it listens.
     pub fn spawn(cmd: &mut std::process::Command) -> HostProcess {
