@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::bindings::WitObjectId;
 use crate::bindings::roomhost::object::objects::{self as wit, CallError, Host};
-use crate::components::budget::GuestClock;
+use crate::budget::GuestClock;
 use crate::error::EventError;
 use crate::ids::{ObjectId, unique_id, validate_name};
 

@@ -68,27 +68,7 @@ impl<'a> Input<'a> {
 /// the error that ended it (none: the stream ran out, perhaps mid-frame).
 type Decoded = (Vec<Incoming>, Option<u16>);
 
-/// A client's frame as RFC 6455 encodes it: `first` is the whole first byte
-/// (FIN, RSV, opcode), then the length in its shortest form, a mask and the
-/// masked payload. For tests that write frames by hand.
-pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xFA, 0x21, 0x3D];
-    let mut f = vec![first];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
+pub use crate::sockets::frames::client_frame;
 
 /// Client WebSocket bytes through the host's frame decoder.
 ///
@@ -331,7 +311,7 @@ fn fuzz_routes() -> Vec<RouteConfig> {
 /// them before an object sees the request.
 ///
 /// The input is lines: the first byte picks the routes (the default chat
-/// routes or [`fuzz_routes`], behind which listener), the first line is the
+/// routes or `fuzz_routes`, behind which listener), the first line is the
 /// method, the second the request target, the rest headers (`name: value`);
 /// a line `route PATTERN` adds an object route with that pattern. A request
 /// hyper would refuse (a bad method, target or header) ends there. The route
@@ -635,7 +615,7 @@ fn selects(q: &ListQuery, k: &[u8]) -> bool {
 }
 
 /// The object whose storage is listed, and its committed keys: every key of
-/// up to two bytes of [`ALPHABET`]. Neighbours (a name that extends it, one
+/// up to two bytes of `ALPHABET`. Neighbours (a name that extends it, one
 /// it extends, another class) hold the same keys, which must never show.
 struct Committed {
     _dir: tempfile::TempDir,
@@ -701,7 +681,7 @@ fn committed() -> Option<&'static Committed> {
 /// storage view.
 ///
 /// The input is a query (which options, each a key of up to four bytes of
-/// [`ALPHABET`], a limit, the direction) and then writes — puts, deletes,
+/// `ALPHABET`, a limit, the direction) and then writes — puts, deletes,
 /// delete-all — of an earlier event of the batch and of the running one,
 /// over committed keys. The range `[lower, upper)` must select exactly the
 /// keys the options select, lie inside the prefix, and be empty only when no

@@ -33,6 +33,8 @@
 //!   - [`upgrade`] — the `versions` interface: the running version, and the
 //!     one that last wrote the object's data;
 //!   - [`guest_log`] — the `log` interface and the guest's stderr.
+//! - [`budget`] — guest time: each event's budget, counted in epoch slices,
+//!   and the long-event lane that runaways take turns on.
 //! - [`dev`] — the guest author's tools: `roomhost dev` (build, serve,
 //!   rebuild and hot-swap on save), `roomhost test` (the crate's tests
 //!   against a host), `roomhost check` (a config and its components, without
@@ -53,6 +55,7 @@
 
 pub mod alarms;
 pub mod bindings;
+pub mod budget;
 pub mod calls;
 pub mod client;
 pub mod clock;

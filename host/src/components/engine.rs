@@ -12,9 +12,7 @@ use wasmtime::{Config as EngineConfig, Engine};
 use crate::config::Config;
 use crate::error::ComponentError;
 
-/// How often the epoch advances while guest code runs; a guest's time budget
-/// is counted in these.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub use crate::budget::EPOCH_TICK;
 
 /// How often the epoch advances once no guest code has run for [`QUIET_AFTER`]:
 /// an idle host should not wake a hundred times a second. The first guest call

@@ -16,7 +16,6 @@
 //! Components are generic over the store's data `T`, which builds each
 //! capability's view ([`Capabilities`]); the object context is one.
 
-pub mod budget;
 pub mod engine;
 pub mod link;
 pub mod versions;
@@ -30,12 +29,12 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::ObjectPre;
+use crate::budget::LongLane;
 use crate::config::Config;
 use crate::error::ComponentError;
 use crate::ids::ObjectId;
 use crate::metrics::Metrics;
 use crate::storage::Db;
-use budget::LongLane;
 use engine::{Activity, RunningGuard};
 pub use engine::{EPOCH_TICK, QUIET_AFTER, QUIET_TICK};
 pub use link::Capabilities;
@@ -104,7 +103,7 @@ pub struct Components<T: 'static> {
     ticker_stop: Arc<AtomicBool>,
     /// Guest activity, for the epoch ticker.
     activity: Arc<Activity>,
-    /// The lane long events take turns on (see [`budget`]).
+    /// The lane long events take turns on (see [`crate::budget`]).
     long_lane: LongLane,
 }
 

@@ -10,9 +10,9 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::Runtime;
 use crate::alarms::AlarmsView;
+use crate::budget::GuestClock;
 use crate::calls::ObjectsView;
 use crate::components::Capabilities;
-use crate::components::budget::GuestClock;
 use crate::guest_log::{GuestStderr, LogView};
 use crate::ids::ObjectId;
 use crate::sockets::{AutoResponse, Outbox, SocketConn, SocketTable, SocketsView};

@@ -288,6 +288,29 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
     encode_frame(OpCode::Close, &payload)
 }
 
+#[doc(hidden)]
+/// A client's frame as RFC 6455 encodes it: `first` is the whole first byte
+/// (FIN, RSV, opcode), then the length in its shortest form, a mask and the
+/// masked payload. For tests that write frames by hand.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xFA, 0x21, 0x3D];
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +333,7 @@ mod tests {
     }
 
     fn client_frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
-        crate::fuzzing::client_frame((if fin { 0x80 } else { 0 }) | op, payload)
+        super::client_frame((if fin { 0x80 } else { 0 }) | op, payload)
     }
 
     #[test]

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::UpdateDeadline;
 
-use super::EPOCH_TICK;
+/// How often the epoch advances while guest code runs: a slice. A guest's
+/// time is counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The lane long events take turns on.
 #[derive(Clone)]
