@@ -46,8 +46,8 @@ impl LongLane {
         LongLane(Arc::new(Semaphore::new(workers)))
     }
 
-    /// Long events that may run at once.
-    pub fn workers(&self) -> usize {
+    /// Places free in the lane now (a long event in a slice holds one).
+    pub fn free(&self) -> usize {
         self.0.available_permits()
     }
 }
@@ -276,7 +276,7 @@ mod tests {
             panic!("a whole slice must yield");
         };
         wait_a.await;
-        assert_eq!(lane.workers(), 0, "a holds the lane");
+        assert_eq!(lane.free(), 0, "a holds the lane");
         busy(EPOCH_TICK);
         let Ok(UpdateDeadline::YieldCustom(_, mut wait_b)) = b.tick() else {
             panic!("a whole slice must yield");
@@ -287,7 +287,7 @@ mod tests {
         a.finish();
         wait_b.await;
         b.finish();
-        assert_eq!(lane.workers(), 1, "the lane is free again");
+        assert_eq!(lane.free(), 1, "the lane is free again");
     }
 
     fn futures_noop_waker() -> std::task::Waker {

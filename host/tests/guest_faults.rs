@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use roomhost::client::AdminClient;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,26 +317,6 @@ async fn socket_limits_come_from_the_config() {
     host.stop().await;
 }
 
-/// `GET /admin/objects/probe/{name}` (token `t`): the object as `roomhost
-/// inspect` shows it.
-async fn inspect(addr: std::net::SocketAddr, name: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "GET /admin/objects/probe/{name} HTTP/1.1\r\nhost: {addr}\r\n\
-         authorization: Bearer t\r\nconnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    let (_, body) = text.split_once("\r\n\r\n").unwrap();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
 /// Runaway guests take turns in the long-event lane (one worker here): each
 /// is stopped after its own budget of guest time, however long it waited
 /// for its turn, and while they run, a neighbour is answered all along.
@@ -388,8 +369,12 @@ async fn runaways_take_turns_and_are_stopped_after_their_own_guest_time() {
         last_end >= Duration::from_millis(RUNAWAYS * BUDGET_MS * 9 / 10),
         "{last_end:?}"
     );
+    let admin = AdminClient::new(&format!("http://{}", host.addr), "t".into()).unwrap();
     for i in 0..RUNAWAYS {
-        let shown = inspect(host.addr, &format!("spin{i}")).await;
+        let shown = admin
+            .inspect("probe", &format!("spin{i}"), None)
+            .await
+            .unwrap();
         let message = shown["traps"][0]["message"].as_str().unwrap().to_string();
         let used: u64 = message
             .split(" ms used of max_event_cpu_ms = ")
