@@ -344,9 +344,9 @@ impl Actor {
             Some(warm) => warm.bind(core, &self.id),
             None => {
                 let mut store = super::warm::new_store(&self.rt, core);
-                let made = version.pre.instantiate_async(&mut store).await;
-                store.data().clock.finish();
-                match made {
+                // A long start function's lane permit is let go when the
+                // event starts (`GuestClock::start`), or with the store.
+                match version.pre.instantiate_async(&mut store).await {
                     Ok(object) => (store, object),
                     Err(e) => {
                         self.rt.live.release(self.generation);
