@@ -112,14 +112,15 @@ pub struct Limits {
     /// Time one event may spend running guest code (ms); past it the guest
     /// traps (a 500 for a request). Stops runaway loops. It is CPU time as
     /// the host schedules it: the time the guest's code, and the host calls
-    /// it makes, ran on a worker thread, counted in 10 ms slices; time spent
+    /// it makes, ran on a thread, counted in 10 ms slices; time spent
     /// waiting for its turn, or for another object's answer, does not count.
     /// Default 5 s.
     pub max_event_cpu_ms: u64,
-    /// Worker threads that may run *long* events (events that have run for
-    /// one 10 ms slice) at once; the others keep serving short events, so a
-    /// runaway guest cannot stall its neighbours. Long events take turns,
-    /// one slice at a time. 0: half the CPUs, at least 1 (the default).
+    /// Threads of the long-event lane, which runs *long* events (events that
+    /// have run for one 10 ms slice) at a lower OS priority, so that the
+    /// tokio workers keep serving short events and a runaway guest cannot
+    /// stall its neighbours. Long events take turns there, one slice at a
+    /// time. 0: half the CPUs, at least 1 (the default).
     pub long_event_workers: usize,
     /// How long `objects.call` waits for the callee (ms).
     pub call_timeout_ms: u64,

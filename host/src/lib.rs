@@ -33,8 +33,9 @@
 //!   - [`upgrade`] — the `versions` interface: the running version, and the
 //!     one that last wrote the object's data;
 //!   - [`guest_log`] — the `log` interface and the guest's stderr.
-//! - [`budget`] — guest time: each event's budget, counted in epoch slices,
-//!   and the long-event lane that runaways take turns on.
+//! - [`budget`] — guest time: each event's budget, counted in epoch slices.
+//! - [`lane`] — the long-event lane: the threads that long events (runaway
+//!   guests) move to, so that they never hold a tokio worker.
 //! - [`dev`] — the guest author's tools: `roomhost dev` (build, serve,
 //!   rebuild and hot-swap on save), `roomhost test` (the crate's tests
 //!   against a host), `roomhost check` (a config and its components, without
@@ -69,6 +70,7 @@ pub mod guest_log;
 pub mod guests;
 pub mod http;
 pub mod ids;
+pub mod lane;
 pub mod memory;
 pub mod metrics;
 pub mod objects;

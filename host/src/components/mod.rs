@@ -29,10 +29,10 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::ObjectPre;
-use crate::budget::LongLane;
 use crate::config::Config;
 use crate::error::ComponentError;
 use crate::ids::ObjectId;
+use crate::lane::LongLane;
 use crate::metrics::Metrics;
 use crate::storage::Db;
 use engine::{Activity, RunningGuard};
@@ -103,7 +103,7 @@ pub struct Components<T: 'static> {
     ticker_stop: Arc<AtomicBool>,
     /// Guest activity, for the epoch ticker.
     activity: Arc<Activity>,
-    /// The lane long events take turns on (see [`crate::budget`]).
+    /// The threads long events run on (see [`crate::lane`]).
     long_lane: LongLane,
 }
 
@@ -506,7 +506,7 @@ impl<T: 'static> Components<T> {
         self.activity.running()
     }
 
-    /// The lane long events take turns on.
+    /// The threads long events run on.
     pub(crate) fn long_lane(&self) -> LongLane {
         self.long_lane.clone()
     }

@@ -314,7 +314,7 @@ async fn backup(rt: &Runtime) -> HttpResponse<Body> {
     let (done, made) = tokio::sync::oneshot::channel();
     let copy = move || -> Result<_, Error> {
         // The copy is a background job: the chat's threads go first.
-        lower_thread_priority();
+        crate::lane::set_thread_nice(10);
         let io = |context: String| move |source| Error::Io { context, source };
         let tmp = tempfile::Builder::new()
             .prefix(".roomhost-backup-")
@@ -400,26 +400,6 @@ async fn backup(rt: &Runtime) -> HttpResponse<Body> {
     headers.insert("x-roomhost-backup-rows", HeaderValue::from(stats.rows));
     r
 }
-
-/// Lowers the calling thread's CPU priority to nice 10 (on Linux, nice is
-/// per thread). Best effort: where it cannot, the thread runs as it is.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn lower_thread_priority() {
-    unsafe extern "C" {
-        fn setpriority(which: i32, who: u32, prio: i32) -> i32;
-    }
-    const PRIO_PROCESS: i32 = 0;
-    // SAFETY: `setpriority` takes no pointers; with PRIO_PROCESS and who = 0
-    // Linux changes the calling thread only.
-    let r = unsafe { setpriority(PRIO_PROCESS, 0, 10) };
-    if r != 0 {
-        tracing::debug!("cannot lower the backup thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_thread_priority() {}
 
 /// A body whose chunks come from a channel (`len` bytes in all, if known).
 struct ChannelBody {

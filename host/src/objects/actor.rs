@@ -648,6 +648,9 @@ impl Actor {
             }
             _ => Arc::new(vec![self.id.clone()]),
         };
+        // After a long event the actor may still be on the long lane: a new
+        // event starts on the tokio workers.
+        crate::lane::home().await;
         self.follow_version();
         let fresh = matches!(self.state, State::Parked(_));
         if let Err(e) = self.instantiate().await {

@@ -100,10 +100,7 @@ impl ObjectCtx {
             rt: rt.clone(),
             no_calls: false,
             outbox: Vec::new(),
-            clock: GuestClock::new(
-                std::time::Duration::from_millis(l.max_event_cpu_ms),
-                rt.components.long_lane(),
-            ),
+            clock: GuestClock::new(std::time::Duration::from_millis(l.max_event_cpu_ms)),
             pending_socket: None,
             limits,
             stderr,

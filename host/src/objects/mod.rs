@@ -170,8 +170,8 @@ impl Runtime {
             status: status.clone(),
         };
         dir.insert(id.clone(), entry);
-        self.tasks
-            .spawn(actor::run(self.clone(), id.clone(), generation, rx, status));
+        let actor = actor::run(self.clone(), id.clone(), generation, rx, status);
+        self.tasks.spawn(self.components.long_lane().run(actor));
         Ok(handle)
     }
 

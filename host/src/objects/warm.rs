@@ -128,7 +128,8 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
     }
     let rt = rt.clone();
     let class = class.to_string();
-    rt.tasks.clone().spawn(async move {
+    let lane = rt.components.long_lane();
+    rt.tasks.clone().spawn(lane.run(async move {
         while !rt.shutdown.is_cancelled() && rt.warm.count(&class) < want {
             let Some(version) = rt.components.active(&class) else {
                 break;
@@ -137,7 +138,7 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
             let running = rt.components.guest_running();
             let made = version.pre.instantiate_async(&mut store).await;
             drop(running);
-            // A start function that ran long holds the long lane until here.
+            // A start function that ran long leaves the long lane here.
             store.data().clock.finish();
             match made {
                 Ok(object) => {
@@ -160,7 +161,7 @@ pub(crate) fn refill(rt: &Arc<Runtime>, class: &str) {
         if rt.shutdown.is_cancelled() {
             rt.warm.clear(&rt.metrics);
         }
-    });
+    }));
 }
 
 /// Instantiates `version` in a throwaway store bound to no object and runs
