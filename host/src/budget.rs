@@ -86,6 +86,9 @@ impl GuestClock {
 
     /// An event starts: its time counts from now.
     pub fn start(&self) {
+        // A long start function (instantiation) before it does not make the
+        // event long.
+        lane::set_long(false);
         let mut s = self.state();
         s.used = Duration::ZERO;
         s.slices = 0;
@@ -97,9 +100,7 @@ impl GuestClock {
     pub fn finish(&self) -> (Duration, bool) {
         let mut s = self.state();
         s.stop(Instant::now());
-        if s.slices > 0 {
-            lane::set_long(false);
-        }
+        lane::set_long(false);
         (s.used, s.slices > 0)
     }
 

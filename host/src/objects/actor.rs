@@ -344,8 +344,8 @@ impl Actor {
             Some(warm) => warm.bind(core, &self.id),
             None => {
                 let mut store = super::warm::new_store(&self.rt, core);
-                // A long start function's lane permit is let go when the
-                // event starts (`GuestClock::start`), or with the store.
+                // A long start function's task leaves the long lane when
+                // the event starts (`GuestClock::start`).
                 match version.pre.instantiate_async(&mut store).await {
                     Ok(object) => (store, object),
                     Err(e) => {
